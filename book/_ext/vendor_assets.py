@@ -1,24 +1,123 @@
-"""Serve plotly.js from the book itself (copied from the installed plotly package), never from a CDN.
+"""Every script, style and font the built book loads is served from the book itself, never from a CDN.
 
-The notebooks' figures (dscourse.plots) draw with the page's ``Plotly`` when it exists, so with this
-extension the built HTML makes no network request for them.
+Without this, Jupyter Book's pages fetch MathJax, require.js and the ipywidgets HTML manager from public CDNs,
+so the book breaks offline or behind a firewall. Here:
+
+- plotly.js is copied from the installed ``plotly`` package (pinned in requirements.txt); the notebooks'
+  figures (:mod:`dscourse.plots`) draw with the page's ``Plotly``.
+- MathJax 3, require.js and ``@jupyter-widgets/html-manager`` (which renders the widgets from the state saved in
+  the notebooks) are vendored from their npm packages into ``book/_ext/vendor/``: only the files a page loads,
+  at the versions pinned in :data:`NPM`, each tarball checked against the registry's sha512 integrity.
+  ``python book/_ext/vendor_assets.py refresh`` re-creates that folder with ``npm pack`` (the only step that
+  needs npm and the network); ``MANIFEST.json`` there records each file's sha256, checked at every build.
+
+At build time the vendored files are copied under ``_static/`` and Sphinx's ``mathjax_path`` and myst-nb's
+``nb_ipywidgets_js`` point at them. ``tests/test_browser.py`` proves that a built page makes no request
+beyond the book's own server.
 """
 
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
 import shutil
+import sys
 from pathlib import Path
+
+VENDOR = Path(__file__).resolve().parent / "vendor"
+
+# npm package -> (version, the registry's "dist.integrity" of its tarball, files or folders to keep, local folder)
+NPM = {
+    "mathjax": ("3.2.2", "sha512-Bt+SSVU8eBG27zChVewOicYs7Xsdt40qm4+UpHyX7k0/O9NliPc+x77k1/FEsPsjKPZGJvtRZM1vO+geW0OhGw==",
+                ["LICENSE", "package.json", "es5/tex-mml-chtml.js", "es5/output/chtml/fonts/woff-v2/",
+                 "es5/input/tex/extensions/"], "mathjax-3.2.2"),
+    "requirejs": ("2.3.7", "sha512-DouTG8T1WanGok6Qjg2SXuCMzszOo0eHeH9hDZ5Y4x8Je+9JB38HdTLT4/VA8OaUhBa0JPVHJ0pyBkM1z+pDsw==",
+                  ["package.json", "require.js"], "requirejs-2.3.7"),
+    # The widget manager that renders saved widget state in a static page (its fonts: the icons' font).
+    "@jupyter-widgets/html-manager": (
+        "1.0.15", "sha512-5thBIV6ymNgmPVOHvzx+gGy8ZSKmSazhtGw4/c4xJDVzRhG9PTeQsRjF3FUTopvFi//SABeNz1yp47bCrJ3CQA==",
+        ["package.json", "dist/embed-amd.js", "dist/*.woff2", "dist/*.woff"], "html-manager-1.0.15"),
+}
+MATHJAX_PATH = "mathjax-3.2.2/es5/tex-mml-chtml.js"
+REQUIREJS_PATH = "requirejs-2.3.7/require.js"
+EMBED_AMD_PATH = "html-manager-1.0.15/dist/embed-amd.js"
+
+
+def _sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def check_vendor() -> dict:
+    """The vendored files, checked against MANIFEST.json (sha256); raises if one is missing or changed."""
+    manifest = json.loads((VENDOR / "MANIFEST.json").read_text())
+    bad = [rel for rel, digest in manifest["files"].items()
+           if not (VENDOR / rel).is_file() or _sha256(VENDOR / rel) != digest]
+    if bad:
+        raise RuntimeError(f"vendored files missing or changed: {bad[:5]} (run: python book/_ext/vendor_assets.py refresh)")
+    return manifest
+
+
+def refresh() -> None:
+    """Re-create book/_ext/vendor from the pinned npm packages (needs npm and the registry)."""
+    import fnmatch
+    import subprocess
+    import tarfile
+    import tempfile
+
+    files = {}
+    shutil.rmtree(VENDOR, ignore_errors=True)
+    with tempfile.TemporaryDirectory() as tmp:
+        for name, (version, integrity, keep, folder) in NPM.items():
+            out = subprocess.run(["npm", "pack", f"{name}@{version}", "--json", "--pack-destination", tmp],
+                                 check=True, capture_output=True, text=True, timeout=300)
+            tgz = Path(tmp) / json.loads(out.stdout)[0]["filename"]
+            got = "sha512-" + base64.b64encode(hashlib.sha512(tgz.read_bytes()).digest()).decode()
+            if got != integrity:
+                raise RuntimeError(f"{name}@{version}: tarball integrity {got} != pinned {integrity}")
+            with tarfile.open(tgz) as tar:
+                for member in tar.getmembers():
+                    rel = member.name.removeprefix("package/")
+                    if member.isfile() and any(rel == k or (k.endswith("/") and rel.startswith(k))
+                                               or fnmatch.fnmatch(rel, k) for k in keep):
+                        dest = VENDOR / folder / rel
+                        dest.parent.mkdir(parents=True, exist_ok=True)
+                        dest.write_bytes(tar.extractfile(member).read())
+                        files[f"{folder}/{rel}"] = _sha256(dest)
+    manifest = {"packages": {name: {"version": v, "integrity": i, "folder": f} for name, (v, i, _, f) in NPM.items()},
+                "files": dict(sorted(files.items()))}
+    (VENDOR / "MANIFEST.json").write_text(json.dumps(manifest, indent=1) + "\n")
+    print(f"vendored {len(files)} files, {sum((VENDOR / r).stat().st_size for r in files) / 1e6:.1f} MB")
+
+
+def _configure(app, config):
+    # Sphinx: a relative mathjax_path is relative to _static; myst-nb adds these scripts to pages with widgets.
+    config.mathjax_path = MATHJAX_PATH
+    config.nb_ipywidgets_js = {REQUIREJS_PATH: {}, EMBED_AMD_PATH: {}}
 
 
 def _copy(app, exception):
     if exception is None and app.builder.format == "html":
         import plotly
 
-        src = Path(plotly.__file__).parent / "package_data" / "plotly.min.js"
-        dest = Path(app.outdir) / "_static" / "plotly.min.js"
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(src, dest)
+        static = Path(app.outdir) / "_static"
+        static.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(Path(plotly.__file__).parent / "package_data" / "plotly.min.js", static / "plotly.min.js")
+        manifest = check_vendor()
+        for package in manifest["packages"].values():
+            shutil.copytree(VENDOR / package["folder"], static / package["folder"], dirs_exist_ok=True)
 
 
 def setup(app):
+    check_vendor()
+    app.connect("config-inited", _configure, priority=100)  # before myst-nb reads its config
     app.add_js_file("plotly.min.js")
     app.connect("build-finished", _copy)
     return {"parallel_read_safe": True, "parallel_write_safe": True}
+
+
+if __name__ == "__main__":
+    if sys.argv[1:] == ["refresh"]:
+        refresh()
+    else:
+        print("usage: python book/_ext/vendor_assets.py refresh")
