@@ -14,6 +14,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -63,10 +64,7 @@ def run_ranks(module: str, args: list[str], nproc: int = 2, launcher: str = "tor
     port = free_port()
     _remove_shm(port)
     cmd = launcher_command(module, [*args, "--out", str(out)], nproc, launcher, port=port)
-    full_env = {**os.environ, "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false",
-                "HF_HUB_OFFLINE": "1", "PYTHONUNBUFFERED": "1", **(env or {})}
-    # Multicast over NVLink stays off on every GPU run (shared hosts; see the device notes).
-    full_env.update({"NCCL_NVLS_ENABLE": "0", "TORCH_SYMM_MEM_DISABLE_MULTICAST": "1", "NVSHMEM_DISABLE_NVLS": "1"})
+    full_env = _launch_env(env)
     if launcher == "deepspeed" and "CUDA_VISIBLE_DEVICES" not in full_env:
         # On a CPU-only machine the deepspeed launcher needs to be told how many "devices" there are.
         full_env.setdefault("CUDA_VISIBLE_DEVICES", ",".join(str(i) for i in range(nproc)))
@@ -92,6 +90,76 @@ def run_ranks(module: str, args: list[str], nproc: int = 2, launcher: str = "tor
     if len(ranks) != nproc:
         raise LaunchError(f"{module}: {len(ranks)} of {nproc} ranks wrote results.\n" + _tail(log))
     return LaunchResult(ranks=ranks, log=log, command=cmd)
+
+
+def _launch_env(env: dict | None) -> dict:
+    full_env = {**os.environ, "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false",
+                "HF_HUB_OFFLINE": "1", "PYTHONUNBUFFERED": "1", **(env or {})}
+    # Multicast over NVLink stays off on every GPU run (shared hosts; see the device notes).
+    full_env.update({"NCCL_NVLS_ENABLE": "0", "TORCH_SYMM_MEM_DISABLE_MULTICAST": "1", "NVSHMEM_DISABLE_NVLS": "1"})
+    return full_env
+
+
+@dataclass
+class NodesResult:
+    ranks: list[dict]
+    logs: list[str]
+    commands: list[list[str]]
+
+
+def run_nodes(commands: list[list[str]], out_dir: str | Path, world_size: int, timeout: float = 300,
+              env: dict | None = None, node_env: list[dict] | None = None,
+              prefixes: list[list[str]] | None = None, grace: float = 20) -> NodesResult:
+    """Start one launcher per "node" (each a full command line, e.g. from ``dscourse.multinode.commands``),
+    wait for all of them, and read back the ``rank<N>.json`` that the ``world_size`` ranks wrote to ``out_dir``.
+
+    ``prefixes[i]`` goes in front of node i's command (``ip netns exec NAME`` runs it "on" another host).
+    All nodes share one deadline; when one node fails, the others get ``grace`` seconds before they are killed
+    (they would otherwise wait for their lost peer until the timeout). Every process tree is killed on exit.
+    """
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    for old in out.glob("rank*.json"):
+        old.unlink()
+    full = [[*(prefixes[i] if prefixes else []), *cmd] for i, cmd in enumerate(commands)]
+    logs = [tempfile.TemporaryFile(mode="w+", prefix="dscourse-node-") for _ in full]
+    procs = []
+    try:
+        for i, cmd in enumerate(full):
+            procs.append(subprocess.Popen(cmd, stdout=logs[i], stderr=subprocess.STDOUT, text=True,
+                                          env=_launch_env({**(env or {}), **(node_env[i] if node_env else {})}),
+                                          start_new_session=True))
+        deadline = time.monotonic() + timeout
+        failed_at = None
+        while any(p.poll() is None for p in procs):
+            now = time.monotonic()
+            if failed_at is None and any(p.poll() not in (None, 0) for p in procs):
+                failed_at = now
+            if now > deadline or (failed_at is not None and now > failed_at + grace):
+                break
+            time.sleep(0.2)
+        running = [i for i, p in enumerate(procs) if p.poll() is None]
+    finally:
+        for p in procs:
+            kill_tree(p)
+    texts = []
+    for f in logs:
+        f.seek(0)
+        texts.append(f.read())
+        f.close()
+    report = "\n".join(f"--- node {i} ({'killed' if i in running else f'exit {procs[i].returncode}'}) ---\n"
+                       + _tail(t, 15) for i, t in enumerate(texts))
+    if running and not any(p.returncode not in (None, 0) for i, p in enumerate(procs) if i not in running):
+        raise LaunchError(f"{len(running)} of {len(procs)} nodes did not finish in {timeout:.0f} s and were "
+                          f"killed.\n" + report)
+    if any(p.returncode != 0 for p in procs):
+        codes = ", ".join(f"node {i}: {'killed' if i in running else p.returncode}" for i, p in enumerate(procs))
+        raise LaunchError(f"nodes failed ({codes}).\n" + report)
+    ranks = [json.loads((out / f"rank{r}.json").read_text()) for r in range(world_size)
+             if (out / f"rank{r}.json").exists()]
+    if len(ranks) != world_size:
+        raise LaunchError(f"{len(ranks)} of {world_size} ranks wrote results.\n" + report)
+    return NodesResult(ranks=ranks, logs=texts, commands=full)
 
 
 def _remove_shm(port: int) -> None:

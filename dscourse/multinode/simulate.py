@@ -1,0 +1,61 @@
+"""A real multi-node run on one machine: N "nodes", each a launcher of its own, rendezvous over TCP.
+
+    from dscourse.multinode.simulate import run_nodes_job
+    job = run_nodes_job("torchrun", "dscourse.scripts.train_step", ["--config", "ds.json", "--steps", "3"])
+    job.cluster.mode, job.plan.commands, job.result.ranks
+
+The commands are the ones :func:`dscourse.multinode.commands.build_plan` prints for the reader (with
+``python -m ...`` in place of the entry points), started by :func:`dscourse.launch.run_nodes`. Where the
+machine allows it (root), each node lives in a network namespace of its own with its own address
+(:mod:`dscourse.multinode.netns`); elsewhere the nodes share the loopback interface.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+from . import netns
+from .commands import Plan, build_plan
+
+
+@dataclass
+class Job:
+    cluster: netns.Cluster
+    plan: Plan
+    result: object  # dscourse.launch.NodesResult
+
+
+def run_nodes_job(launcher: str, module: str, args: list[str], nodes: int = 2, gpus_per_node: int = 1,
+                  timeout: float = 300, out_dir: str | Path | None = None, use_netns: bool | None = None,
+                  env: dict | None = None) -> Job:
+    """Run ``python -m module args --out OUT`` on ``nodes`` × ``gpus_per_node`` ranks through ``launcher``
+    (``torchrun``, ``torchrun-c10d``, ``deepspeed-nossh`` or ``accelerate``), one launcher process per node."""
+    from dscourse.launch import free_port, run_nodes
+
+    out = Path(out_dir) if out_dir else Path(tempfile.mkdtemp(prefix="dscourse-nodes-"))
+    out.mkdir(parents=True, exist_ok=True)
+    with netns.nodes(nodes, use_netns) as cluster:
+        # A fresh namespace has every port free; on the shared loopback we need a free one.
+        port = 29500 if cluster.mode == "netns" else free_port()
+        hosts = [f"node{i}" for i in range(nodes)]
+        plan = build_plan(launcher, nodes, gpus_per_node, master_addr=cluster.addresses[0], master_port=port,
+                          hosts=hosts, script=module, script_args=[*args, "--out", str(out)], module=True,
+                          python=sys.executable, hostfile=str(out / "hostfile"), same_machine=cluster.mode != "netns")
+        if not plan.ok:
+            raise ValueError("; ".join(str(p) for p in plan.problems if p.severity == "error"))
+        for name, content in plan.files.items():
+            path = Path(name) if Path(name).is_absolute() else out / name
+            path.write_text(content)
+        # gloo (and NCCL) pick their interface from the hostname unless told: name the nodes' interface.
+        # (env={"GLOO_SOCKET_IFNAME": "lo"} reproduces the wrong-interface hang.)
+        node_env = [{} if "GLOO_SOCKET_IFNAME" in (env or {}) else {"GLOO_SOCKET_IFNAME": cluster.ifname}
+                    for _ in range(nodes)]
+        result = run_nodes([c.argv for c in plan.commands], out, world_size=nodes * gpus_per_node, timeout=timeout,
+                           env=env, node_env=node_env, prefixes=[cluster.prefix(i) for i in range(nodes)])
+    (out / "job.json").write_text(json.dumps({"mode": cluster.mode, "addresses": cluster.addresses,
+                                              "launcher": launcher}, indent=1))
+    return Job(cluster, plan, result)
