@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -65,6 +66,11 @@ def run_ranks(module: str, args: list[str], nproc: int = 2, launcher: str = "tor
     _remove_shm(port)
     cmd = launcher_command(module, [*args, "--out", str(out)], nproc, launcher, port=port)
     full_env = _launch_env(env)
+    gpus = visible_gpus() if "CUDA_VISIBLE_DEVICES" not in (env or {}) else 0
+    if launcher == "torchrun" and 0 < gpus < nproc:
+        # More ranks than GPUs (a 2-rank demo on a one-GPU machine): NCCL refuses two ranks on one GPU,
+        # so these ranks run on the CPU with gloo, as on a machine without a GPU.
+        full_env.update({"CUDA_VISIBLE_DEVICES": "", "DS_ACCELERATOR": "cpu"})
     if launcher == "deepspeed" and "CUDA_VISIBLE_DEVICES" not in full_env:
         # On a CPU-only machine the deepspeed launcher needs to be told how many "devices" there are.
         full_env.setdefault("CUDA_VISIBLE_DEVICES", ",".join(str(i) for i in range(nproc)))
@@ -160,6 +166,17 @@ def run_nodes(commands: list[list[str]], out_dir: str | Path, world_size: int, t
     if len(ranks) != world_size:
         raise LaunchError(f"{len(ranks)} of {world_size} ranks wrote results.\n" + report)
     return NodesResult(ranks=ranks, logs=texts, commands=full)
+
+
+def visible_gpus() -> int:
+    """CUDA devices the ranks would see (0 without a GPU, cheaply: torch is imported only where one may be)."""
+    if os.environ.get("DS_ACCELERATOR") == "cpu" or os.environ.get("CUDA_VISIBLE_DEVICES") == "":
+        return 0
+    if "torch" not in sys.modules and not shutil.which("nvidia-smi"):
+        return 0
+    import torch
+
+    return torch.cuda.device_count()
 
 
 def _remove_shm(port: int) -> None:
