@@ -19,11 +19,15 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-LAUNCHERS = ("torchrun", "deepspeed")
+LAUNCHERS = ("torchrun", "deepspeed", "accelerate")
 
 
 class LaunchError(RuntimeError):
-    """A launch failed or timed out; the message carries the end of its log."""
+    """A launch failed or timed out; the message carries the end of its log, ``.log`` all of it."""
+
+    def __init__(self, message: str, log: str = ""):
+        super().__init__(message)
+        self.log = log
 
 
 @dataclass
@@ -40,31 +44,49 @@ def free_port() -> int:
 
 
 def launcher_command(module: str, args: list[str], nproc: int, launcher: str = "torchrun",
-                     port: int | None = None) -> list[str]:
-    """The command line that starts ``python -m module args`` on ``nproc`` local ranks."""
+                     port: int | None = None, launcher_args: list[str] = ()) -> list[str]:
+    """The command line that starts ``python -m module args`` on ``nproc`` local ranks.
+
+    ``launcher_args`` go to the launcher itself (``--use_deepspeed --zero_stage 2``, ``--config_file F``).
+    ``accelerate`` is given the module's file, as a reader gives it ``train.py``; its ``--num_processes``
+    comes from ``nproc`` unless ``launcher_args`` name it.
+    """
     if nproc < 1:
         raise ValueError(f"need at least one process, not {nproc}")
     port = port or free_port()
     if launcher == "torchrun":
         return [sys.executable, "-m", "torch.distributed.run", f"--nproc_per_node={nproc}",
-                "--master_addr=127.0.0.1", f"--master_port={port}", "-m", module, *args]
+                "--master_addr=127.0.0.1", f"--master_port={port}", *launcher_args, "-m", module, *args]
     if launcher == "deepspeed":
         # The deepspeed launcher takes a script path; --module runs it as `python -m`.
         return [sys.executable, "-m", "deepspeed.launcher.runner", f"--num_gpus={nproc}",
-                "--master_addr=127.0.0.1", f"--master_port={port}", "--module", module, *args]
+                "--master_addr=127.0.0.1", f"--master_port={port}", *launcher_args, "--module", module, *args]
+    if launcher == "accelerate":
+        import importlib.util
+
+        script = importlib.util.find_spec(module).origin
+        nprocs = [] if any(a.startswith("--num_processes") for a in launcher_args) else [f"--num_processes={nproc}"]
+        return [sys.executable, "-m", "accelerate.commands.launch", *launcher_args, *nprocs,
+                f"--main_process_port={port}", script, *args]
     raise ValueError(f"unknown launcher {launcher!r}: use one of {LAUNCHERS}")
 
 
 def run_ranks(module: str, args: list[str], nproc: int = 2, launcher: str = "torchrun",
-              timeout: float = 300, env: dict | None = None, out_dir: str | Path | None = None) -> LaunchResult:
-    """Run ``module`` on ``nproc`` ranks; return the ``rank<N>.json`` each wrote to ``--out``."""
+              timeout: float = 300, env: dict | None = None, out_dir: str | Path | None = None,
+              launcher_args: list[str] = (), expect_ranks: int | None = None) -> LaunchResult:
+    """Run ``module`` on ``nproc`` ranks; return the ``rank<N>.json`` each wrote to ``--out``.
+
+    ``expect_ranks``: how many results to expect when the launcher decides the number of processes
+    itself (``accelerate launch`` without ``--num_processes``); default ``nproc``.
+    """
     out = Path(out_dir) if out_dir else Path(tempfile.mkdtemp(prefix="dscourse-"))
     out.mkdir(parents=True, exist_ok=True)
     for old in out.glob("rank*.json"):
         old.unlink()
     port = free_port()
     _remove_shm(port)
-    cmd = launcher_command(module, [*args, "--out", str(out)], nproc, launcher, port=port)
+    cmd = launcher_command(module, [*args, "--out", str(out)], nproc, launcher, port=port,
+                           launcher_args=list(launcher_args))
     full_env = _launch_env(env)
     gpus = visible_gpus() if "CUDA_VISIBLE_DEVICES" not in (env or {}) else 0
     if launcher == "torchrun" and 0 < gpus < nproc:
@@ -85,16 +107,17 @@ def run_ranks(module: str, args: list[str], nproc: int = 2, launcher: str = "tor
         except subprocess.TimeoutExpired:
             log = ""
         raise LaunchError(f"{module} on {nproc} ranks did not finish in {timeout:.0f} s and was killed.\n"
-                          + _tail(log)) from None
+                          + _tail(log), log) from None
     finally:
         kill_tree(proc)
         _remove_shm(port)
     if proc.returncode != 0:
-        raise LaunchError(f"{module} on {nproc} ranks exited with code {proc.returncode}.\n" + _tail(log))
-    ranks = [json.loads((out / f"rank{r}.json").read_text()) for r in range(nproc)
+        raise LaunchError(f"{module} on {nproc} ranks exited with code {proc.returncode}.\n" + _tail(log), log)
+    expected = nproc if expect_ranks is None else expect_ranks
+    ranks = [json.loads((out / f"rank{r}.json").read_text()) for r in range(expected)
              if (out / f"rank{r}.json").exists()]
-    if len(ranks) != nproc:
-        raise LaunchError(f"{module}: {len(ranks)} of {nproc} ranks wrote results.\n" + _tail(log))
+    if len(ranks) != expected:
+        raise LaunchError(f"{module}: {len(ranks)} of {expected} ranks wrote results.\n" + _tail(log), log)
     return LaunchResult(ranks=ranks, log=log, command=cmd)
 
 

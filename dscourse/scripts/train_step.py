@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 from pathlib import Path
 
@@ -38,7 +37,8 @@ def parse_args(argv=None):
     return p.parse_args(argv)
 
 
-def _summary(engine) -> dict:
+def engine_summary(engine) -> dict:
+    """What DeepSpeed really built, and the config values it ended up with."""
     cfg = engine.config  # the config dict after DeepSpeed (and the Trainer) filled it
     zero = cfg.get("zero_optimization", {})
     return {
@@ -72,32 +72,17 @@ def run_plain(args, shape, rank, world) -> dict:
         engine.backward(loss)
         engine.step()
         losses.append(loss.item())
-    return {"losses": losses, **_summary(engine)}
+    return {"losses": losses, **engine_summary(engine)}
 
 
 def run_trainer(args, shape, rank, world) -> dict:
-    import torch
-    from transformers import Trainer, TrainingArguments
+    from dscourse.scripts.hf_train import make_trainer
 
-    from dscourse.models import build_model, synthetic_batch
-
-    class Tokens(torch.utils.data.Dataset):
-        def __len__(self):
-            return args.steps * args.micro_batch * args.grad_accum * world
-
-        def __getitem__(self, i):
-            ids = synthetic_batch(shape, 1, i, seed=args.seed)[0]
-            return {"input_ids": ids, "labels": ids}
-
-    targs = TrainingArguments(output_dir=os.path.join(args.out, "trainer"), deepspeed=args.config, bf16=True,
-                              use_cpu=not torch.cuda.is_available(), per_device_train_batch_size=args.micro_batch,
-                              gradient_accumulation_steps=args.grad_accum, max_steps=args.steps,
-                              learning_rate=args.lr, logging_steps=1, save_strategy="no", report_to=[],
-                              seed=args.seed, disable_tqdm=True)
-    trainer = Trainer(model=build_model(shape), args=targs, train_dataset=Tokens())
+    args.output_dir, args.save_steps = None, 0
+    trainer = make_trainer(args, shape, world)
     trainer.train()
     losses = [entry["loss"] for entry in trainer.state.log_history if "loss" in entry]
-    return {"losses": losses, **_summary(trainer.model_wrapped)}
+    return {"losses": losses, **engine_summary(trainer.model_wrapped)}
 
 
 def main(argv=None) -> int:

@@ -1,0 +1,85 @@
+"""A plain Accelerate training loop: the ``train.py`` of ``accelerate launch --use_deepspeed --zero_stage 2 train.py``.
+
+    accelerate launch --use_deepspeed --zero_stage 2 --num_processes 2 accelerate_train.py --out results/
+    accelerate launch --config_file accelerate_zero2.yaml accelerate_train.py --out results/
+
+The script knows nothing about DeepSpeed: ``Accelerator()`` reads what the launcher put in the
+environment, and ``accelerator.prepare`` turns model and optimizer into a ``DeepSpeedEngine`` when the
+launch asked for DeepSpeed. Each rank writes what it really got (engine class, ZeRO stage, precision,
+the DeepSpeed config Accelerate generated) and the losses; rank 0 prints ``step N loss X``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+
+def parse_args(argv=None):
+    from dscourse.models import SHAPES
+
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--shape", default="gpt2-tiny", choices=sorted(SHAPES))
+    p.add_argument("--steps", type=int, default=4)
+    p.add_argument("--micro-batch", type=int, default=2, help="the DataLoader's batch size, per process")
+    p.add_argument("--lr", type=float, default=1e-3)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", required=True)
+    args = p.parse_args(argv)
+    if args.steps < 1 or args.micro_batch < 1:
+        p.error("--steps and --micro-batch must be at least 1")
+    return args
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    import torch
+    from accelerate import Accelerator
+    from accelerate.utils import set_seed
+
+    from dscourse.models import SHAPES, build_model, synthetic_batch
+    from dscourse.scripts import finish
+
+    if not torch.cuda.is_available():
+        # Without a GPU, Accelerate 1.15 picks no backend for a DeepSpeed launch and counts one process
+        # although DeepSpeed runs on all of them; naming gloo makes both agree. Nothing changes on a GPU.
+        from accelerate import PartialState
+
+        PartialState(backend="gloo")
+    accelerator = Accelerator()
+    set_seed(args.seed)
+    shape = SHAPES[args.shape]
+    world = accelerator.num_processes
+    tokens = [synthetic_batch(shape, 1, i, seed=args.seed)[0] for i in range(args.steps * args.micro_batch * world)]
+    loader = torch.utils.data.DataLoader(tokens, batch_size=args.micro_batch, shuffle=False)
+    model = build_model(shape)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=args.lr)
+    model, optimizer, loader = accelerator.prepare(model, optimizer, loader)
+
+    losses = {}
+    for step, ids in enumerate(loader, start=1):
+        loss = model(input_ids=ids, labels=ids).loss
+        accelerator.backward(loss)
+        optimizer.step()
+        optimizer.zero_grad()
+        losses[step] = accelerator.reduce(loss.detach(), reduction="mean").item()
+        accelerator.print(f"step {step} loss {losses[step]:.4f}")
+
+    plugin = accelerator.state.deepspeed_plugin
+    result = {"rank": accelerator.process_index, "world_size": world, "losses": losses,
+              "distributed_type": str(accelerator.distributed_type), "model_class": type(model).__name__,
+              "mixed_precision": accelerator.mixed_precision,
+              "zero_stage": model.zero_optimization_stage() if hasattr(model, "zero_optimization_stage") else None,
+              "optimizer_class": type(getattr(model, "optimizer", optimizer)).__name__,
+              "ds_config": plugin.deepspeed_config if plugin else None}
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / f"rank{accelerator.process_index}.json").write_text(json.dumps(result, indent=1, default=str))
+    finish()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
