@@ -305,10 +305,10 @@ class Preflight:
             text = path.read_text(errors="replace")
             lines = text.split("\n")[:-1] if text.endswith("\n") else text.split("\n")  # = readlines()
             for number, line in enumerate(lines, 1):
-                if "=" not in line:
+                if line.lstrip().startswith("#"):
+                    bad.append(f"line {number} is a comment (DeepSpeed does not skip comments)")
+                elif "=" not in line:
                     bad.append(f"line {number} {'is blank' if not line.strip() else 'has no ='}")
-                elif line.lstrip().startswith("#"):
-                    bad.append(f"line {number} is a comment (DeepSpeed exports it as a variable)")
             if bad:
                 self.add("FAIL", ".deepspeed_env", f"{path}: {'; '.join(bad)}",
                          "one NAME=value per line, no blank lines, no comments: DeepSpeed splits every line at '=' "
