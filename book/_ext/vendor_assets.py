@@ -42,6 +42,29 @@ NPM = {
 MATHJAX_PATH = "mathjax-3.2.2/es5/tex-mml-chtml.js"
 REQUIREJS_PATH = "requirejs-2.3.7/require.js"
 EMBED_AMD_PATH = "html-manager-1.0.15/dist/embed-amd.js"
+# The widget manager finds its fonts next to the URL require.js gives its module: point that into _static
+# (by default it resolves against the page's own folder, and every font request fails).
+WIDGETS_SETUP_JS = "dscourse-widgets-setup.js"
+WIDGETS_SETUP_BODY = """// Loaded between require.js and the vendored widget manager (book/_ext/vendor_assets.py).
+(function () {
+  // Where require.js places the manager's modules, and so where it looks for its fonts: this book's _static
+  // folder (by default the page's own folder, where every font request fails).
+  var dist = document.currentScript.src.split("?")[0].replace(/[^/]*$/, "") + "%s";
+  require.config({paths: {"@jupyter-widgets/html-manager/dist": dist, "@jupyter-widgets": dist}});
+  // The manager typesets widget labels with MathJax 2's MathJax.Hub.Queue; the book loads MathJax 3.
+  document.addEventListener("DOMContentLoaded", function () {
+    var mj = window.MathJax;
+    if (mj && !mj.Hub) {
+      mj.Hub = {Queue: function () {
+        for (var i = 0; i < arguments.length; i++) {
+          var job = arguments[i];
+          if (Array.isArray(job) && job[0] === "Typeset" && mj.typesetPromise) mj.typesetPromise([job[2]]);
+        }
+      }};
+    }
+  });
+})();
+""" % EMBED_AMD_PATH.rsplit("/", 1)[0]
 
 
 def _sha256(path: Path) -> str:
@@ -93,7 +116,26 @@ def refresh() -> None:
 def _configure(app, config):
     # Sphinx: a relative mathjax_path is relative to _static; myst-nb adds these scripts to pages with widgets.
     config.mathjax_path = MATHJAX_PATH
-    config.nb_ipywidgets_js = {REQUIREJS_PATH: {}, EMBED_AMD_PATH: {}}
+    config.nb_ipywidgets_js = {REQUIREJS_PATH: {}, WIDGETS_SETUP_JS: {}, EMBED_AMD_PATH: {}}
+
+
+def _clean_page(app, pagename, templatename, context, doctree):
+    """Pages that load without a console error.
+
+    - sphinx-thebe's inline ``const THEBE_JS_URL`` is added twice under Jupyter Book 1 (once with filename None, once ""),
+      and the second copy throws "Identifier 'THEBE_JS_URL' has already been declared" on every page: keep one.
+    - pydata-sphinx-theme logs "Got invalid theme mode" on a first visit when no default mode is set.
+    """
+    if not context.get("default_mode"):
+        context["default_mode"] = "light"
+    seen, kept = set(), []
+    for js in context.get("script_files", []):
+        attrs = getattr(js, "attributes", {}) or {}
+        key = (getattr(js, "filename", str(js)) or "", tuple(sorted((k, str(v)) for k, v in attrs.items())))
+        if key not in seen:
+            seen.add(key)
+            kept.append(js)
+    context["script_files"][:] = kept  # in place: it is the builder's list, which later handlers extend
 
 
 def _copy(app, exception):
@@ -103,6 +145,7 @@ def _copy(app, exception):
         static = Path(app.outdir) / "_static"
         static.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(Path(plotly.__file__).parent / "package_data" / "plotly.min.js", static / "plotly.min.js")
+        (static / WIDGETS_SETUP_JS).write_text(WIDGETS_SETUP_BODY)
         manifest = check_vendor()
         for package in manifest["packages"].values():
             shutil.copytree(VENDOR / package["folder"], static / package["folder"], dirs_exist_ok=True)
@@ -112,6 +155,8 @@ def setup(app):
     check_vendor()
     app.connect("config-inited", _configure, priority=100)  # before myst-nb reads its config
     app.add_js_file("plotly.min.js")
+    # early: Sphinx stops calling html-page-context handlers at the first that returns a template name
+    app.connect("html-page-context", _clean_page, priority=100)
     app.connect("build-finished", _copy)
     return {"parallel_read_safe": True, "parallel_write_safe": True}
 
