@@ -136,7 +136,7 @@ class Preflight:
     def __init__(self, hosts: dict, launcher: str = "pdsh", master_addr: str | None = None, master_port: int = 29500,
                  ssh_command: list[str] | None = None, ssh_timeout: float = 5, ssh_port: int | None = None,
                  python: str | None = None, cwd: str | None = None, env_files: list[Path] | None = None,
-                 versions: bool = True, check_ssh: bool | None = None):
+                 versions: bool = True, check_ssh: bool | None = None, command_timeout: float = 10):
         self.hosts = hosts
         self.launcher = launcher
         self.master_addr = master_addr or (next(iter(hosts)) if hosts else "")
@@ -149,6 +149,7 @@ class Preflight:
         self.env_files = env_files if env_files is not None else [Path.home() / ".deepspeed_env",
                                                                   Path(".deepspeed_env")]
         self.versions = versions
+        self.command_timeout = command_timeout  # for the remote probe, on top of ssh's ConnectTimeout
         # pdsh and the MPI launchers need SSH; for the others, SSH is only how we reach the nodes to compare versions
         self.use_ssh = launcher in ("pdsh", "openmpi", "mvapich") if check_ssh is None else check_ssh
         self.checks: list[Check] = []
@@ -217,14 +218,14 @@ class Preflight:
             port = self.master_port if host == first and self.master_is_first() else 0
             remote = (f"cd {shlex.quote(self.cwd)} 2>/dev/null || echo DSCOURSE-NO-CWD; "
                       f"{shlex.quote(self.python)} -c {shlex.quote(PROBE)} {port} || echo DSCOURSE-NO-PYTHON")
-            return _run(self.ssh_argv(host, remote), timeout=self.ssh_timeout + 10)
+            return _run(self.ssh_argv(host, remote), timeout=self.ssh_timeout + self.command_timeout)
 
-        answers = _in_threads(one, hosts, timeout=self.ssh_timeout + 20)
+        answers = _in_threads(one, hosts, timeout=self.ssh_timeout + self.command_timeout + 10)
         probes = {}
         for host in hosts:
             res = answers.get(host)
             if res is None or res[0] is None:
-                self.add("FAIL", f"ssh {host}", f"no answer in {self.ssh_timeout + 10:.0f} s (killed)",
+                self.add("FAIL", f"ssh {host}", f"no answer in {self.ssh_timeout + self.command_timeout:.0f} s (killed)",
                          "a firewall silently dropping packets, or a login that waits for input: try "
                          f"'ssh -o BatchMode=yes {host} true' by hand")
                 continue
