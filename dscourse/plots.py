@@ -69,3 +69,208 @@ def show(fig, name: str | None = None, height: int = 420):
     from IPython.display import display
 
     display(fig if isinstance(fig, Figure) else Figure(fig, name, height))
+
+
+# --- Figures that stay interactive in the static book -------------------------------------------------------
+# ipywidgets need a kernel, so in the built HTML a widget is a picture of its last state. These figures carry
+# every answer with them instead: each slider step and dropdown entry holds results precomputed here by the same
+# functions the widgets call (dscourse.memory, dscourse.precision), and plotly.js switches between them in the
+# reader's browser. No formula is rewritten in JavaScript.
+
+
+def _slider(steps: list[dict], active: int, prefix: str) -> dict:
+    return dict(active=active, steps=steps, currentvalue=dict(prefix=prefix), pad=dict(t=50), x=0.0, len=1.0)
+
+
+def _dropdown(buttons: list[dict], active: int) -> dict:
+    return dict(type="dropdown", active=active, buttons=buttons, x=0.0, xanchor="left", y=1.18, yanchor="top",
+                showactive=True)
+
+
+def memory_explorer(presets: list[str] | None = None, gpu_counts=(1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024),
+                    formula: str = "allocated", seq: int = 2048, micro_batch: int = 1, preset: str = "Llama-2-7B",
+                    gpus: int = 8, gpu_memory_gb: float = 80, name: str = "memory-explorer") -> Figure:
+    """GPU memory per rank for ZeRO-0..3 (stacked by category, activations included): a dropdown picks the
+    model, a slider the number of GPUs. Every bar is :func:`dscourse.memory.estimate` on the same
+    :class:`~dscourse.memory.Setup` the calculator widget builds (8 GPUs per node), plus
+    :func:`~dscourse.memory.activation_bytes`."""
+    import plotly.graph_objects as go
+
+    from .memory import PRESETS, FormulaError, Setup, activation_bytes, estimate
+
+    presets = list(presets or PRESETS)
+    stages = [f"ZeRO-{s}" for s in range(4)]
+    # gb[preset][n][category] -> GB per stage (None where the formula has no answer)
+    gb, totals = {}, {}
+    for p in presets:
+        arch = PRESETS[p]
+        act = activation_bytes(arch, seq, micro_batch)
+        gb[p], totals[p] = {}, {}
+        for n in gpu_counts:
+            per_cat = {c: [] for c in CATEGORIES}
+            tot = []
+            for s in range(4):
+                try:
+                    est = estimate(Setup(params=arch.params, gpus=n, gpus_per_node=min(8, n), stage=s,
+                                         largest_layer=arch.largest_layer), formula)
+                    gpu = {**est.gpu, "activations": act}
+                    tot.append(round((est.gpu_bytes + act) / 1e9, 2))
+                except FormulaError:
+                    gpu = {}
+                    tot.append(None)
+                for c in CATEGORIES:
+                    per_cat[c].append(round(gpu[c] / 1e9, 3) if c in gpu else None)
+            gb[p][n], totals[p][n] = per_cat, tot
+    fig = go.Figure()
+    dynamic = []  # (trace index, preset, category or None for the totals)
+    for p in presets:
+        cats = [c for c in CATEGORIES if any(v for n in gpu_counts for v in gb[p][n][c] if v)]
+        for c in cats:
+            fig.add_bar(name=CATEGORY_LABELS[c], x=stages, y=gb[p][gpus][c], marker_color=COLORS[c],
+                        legendgroup=c, visible=p == preset, hovertemplate="%{x}: %{y:.2f} GB<extra>" +
+                        CATEGORY_LABELS[c] + "</extra>")
+            dynamic.append((len(fig.data) - 1, p, c))
+        fig.add_scatter(x=stages, y=totals[p][gpus], text=[f"{t:.1f} GB" if t is not None else "" for t in
+                                                          totals[p][gpus]],
+                        mode="text", textposition="top center", showlegend=False, visible=p == preset,
+                        hoverinfo="skip", cliponaxis=False)
+        dynamic.append((len(fig.data) - 1, p, None))
+    index = {i: (p, c) for i, p, c in dynamic}
+
+    def ys(n):
+        return [gb[p][n][c] if c else totals[p][n] for p, c in index.values()]
+
+    def texts(n):
+        return [None if c else [f"{t:.1f} GB" if t is not None else "" for t in totals[p][n]]
+                for p, c in index.values()]
+
+    steps = [dict(label=str(n), method="restyle", args=[{"y": ys(n), "text": texts(n)}, list(index)])
+             for n in gpu_counts]
+    buttons = [dict(label=p, method="restyle", args=[{"visible": [index[i][0] == p for i in range(len(fig.data))]}])
+               for p in presets]
+    fig.add_hline(y=gpu_memory_gb, line_dash="dash", line_color="#888",
+                  annotation_text=f"{gpu_memory_gb:g} GB GPU", annotation_position="top left")
+    fig.update_layout(barmode="stack", template="plotly_white", yaxis_title="GB per GPU (10^9 bytes)",
+                      title=dict(text=f"每张 GPU 的显存（{formula} 公式 + 激活值，序列 {seq}，micro-batch {micro_batch}）",
+                                 y=0.98, font_size=15),
+                      sliders=[_slider(steps, list(gpu_counts).index(gpus), "GPU 总数（每节点 8 张）：")],
+                      updatemenus=[_dropdown(buttons, presets.index(preset))],
+                      legend=dict(orientation="v", x=1.02, y=1, font_size=11), margin=dict(t=120, b=40, l=60, r=20))
+    return Figure(fig, name, height=560)
+
+
+def loss_scale_explorer(windows=(50, 100, 200, 500, 1000, 2000), window: int = 1000, scenario: str = "healthy",
+                        steps: int = 3000, seed: int = 0, name: str = "loss-scale-static") -> Figure:
+    """DeepSpeed's dynamic loss scaler (fp16, other keys at DeepSpeed's defaults) over each gradient scenario:
+    a dropdown picks the scenario, a slider ``loss_scale_window``. Every trace is
+    :func:`dscourse.precision.simulate_loss_scale` (DeepSpeed's own ``DynamicLossScaler``) on
+    :func:`~dscourse.precision.grad_scenario`, as the explorer widget computes it."""
+    import math
+
+    import plotly.graph_objects as go
+
+    from .precision import SCENARIOS, grad_scenario, simulate_loss_scale
+
+    fp16_max_log2 = math.log2(65504.0)  # torch.finfo(torch.float16).max
+    fig = go.Figure()
+    dynamic, owner = [], []
+    runs = {}
+    for key in SCENARIOS:
+        history = grad_scenario(key, steps, seed)
+        runs[key] = {w: simulate_loss_scale(history, "fp16", loss_scale_window=w) for w in windows}
+        safe = [None if math.isnan(g) else round(fp16_max_log2 - g, 1) for g in history]
+        visible = key == scenario
+        fig.add_scatter(x=list(range(steps)), y=safe, mode="lines", name="不溢出的最大 scale（log2）",
+                        line=dict(color="#BAB0AC", width=1), visible=visible)
+        owner.append(key)
+        for kind in ("scale", "skipped", "error"):
+            if kind == "scale":
+                fig.add_scatter(mode="lines", line_shape="hv", name="log2(loss scale)", line_color="#4C78A8",
+                                visible=visible)
+            elif kind == "skipped":
+                fig.add_scatter(mode="markers", name="跳过的步", marker=dict(color="#E45756", size=6, symbol="x"),
+                                visible=visible)
+            else:
+                fig.add_scatter(mode="markers+text", textposition="top left", showlegend=False, visible=visible,
+                                marker=dict(color="#E45756", size=10, symbol="line-ns-open"),
+                                textfont=dict(color="#E45756"))
+            owner.append(key)
+            dynamic.append((len(fig.data) - 1, key, kind))
+
+    def update(w):
+        xs, ys, names, texts = [], [], [], []
+        for _, key, kind in dynamic:
+            trace = runs[key][w]
+            if kind == "scale":
+                x, y = [], []
+                for t, s in enumerate(trace.scales):  # a step function: keep the points where it changes
+                    if not y or math.log2(s) != y[-1] or t == trace.steps - 1:
+                        x.append(t)
+                        y.append(math.log2(s))
+                xs.append(x), ys.append(y), names.append("log2(loss scale)"), texts.append(None)
+            elif kind == "skipped":
+                xs.append(trace.skipped), ys.append([math.log2(trace.scales[t]) for t in trace.skipped])
+                names.append(f"跳过的步（{len(trace.skipped)}）"), texts.append(None)
+            else:
+                failed = trace.error is not None
+                xs.append([trace.failed_at] if failed else []), ys.append([math.log2(trace.scales[-1])] if failed else [])
+                names.append(""), texts.append([f"第 {trace.failed_at} 步抛出异常：loss scale 已到最小值"] if failed else [])
+        return {"x": xs, "y": ys, "name": names, "text": texts}
+
+    first = update(window)
+    for j, (i, _, _) in enumerate(dynamic):
+        fig.data[i].update(x=first["x"][j], y=first["y"][j], name=first["name"][j], text=first["text"][j])
+    slider_steps = [dict(label=str(w), method="restyle", args=[update(w), [i for i, _, _ in dynamic]]) for w in windows]
+    buttons = [dict(label=text.split("：")[0], method="restyle",
+                    args=[{"visible": [o == key for o in owner]}]) for key, text in SCENARIOS.items()]
+    fig.update_layout(template="plotly_white", xaxis_title="step", yaxis_title="log2(scale)",
+                      title=dict(text="DeepSpeed DynamicLossScaler（fp16；其余键取默认值）", y=0.98, font_size=15),
+                      sliders=[_slider(slider_steps, list(windows).index(window), "loss_scale_window：")],
+                      updatemenus=[_dropdown(buttons, list(SCENARIOS).index(scenario))],
+                      legend=dict(orientation="h", x=1, xanchor="right", y=1.02, yanchor="bottom"),
+                      margin=dict(t=120, b=40, l=60, r=20))
+    return Figure(fig, name, height=520)
+
+
+def comm_explorer(presets: list[str] | None = None, world_sizes=(2, 4, 8, 16, 32, 64, 128, 256, 512, 1024),
+                  preset: str = "Llama-2-7B", world_size: int = 16, dtype_bytes: int = 2, grad_accum: int = 1,
+                  name: str = "comm-explorer") -> Figure:
+    """Communication seconds per optimizer step, per ZeRO stage, at each interconnect (log scale): a dropdown picks
+    the model, a slider the number of GPUs. Every bar is :func:`dscourse.comm.step_time`, as
+    :func:`dscourse.comm.comm_figure` draws one setting of it."""
+    import plotly.graph_objects as go
+
+    from .comm import BANDWIDTHS, _short, format_seconds, step_time
+    from .memory import PRESETS
+
+    presets = list(presets or PRESETS)
+    links = [_short(n) for n in BANDWIDTHS]
+    colors = ("#4C78A8", "#F58518", "#E45756", "#72B7B2")
+
+    def times(p, n, stage):
+        return [step_time(PRESETS[p].params, stage, n, bw, dtype_bytes, grad_accum) for bw in BANDWIDTHS.values()]
+
+    fig = go.Figure()
+    owner = []
+    for p in presets:
+        for stage in range(4):
+            t = times(p, world_size, stage)
+            fig.add_bar(name=f"ZeRO-{stage}", x=links, y=[round(v, 6) for v in t], text=[format_seconds(v) for v in t],
+                        textposition="outside", marker_color=colors[stage], legendgroup=f"ZeRO-{stage}",
+                        visible=p == preset, cliponaxis=False)
+            owner.append((p, stage))
+    steps = []
+    for n in world_sizes:
+        all_t = [times(p, n, stage) for p, stage in owner]
+        steps.append(dict(label=str(n), method="restyle",
+                          args=[{"y": [[round(v, 6) for v in t] for t in all_t],
+                                 "text": [[format_seconds(v) for v in t] for t in all_t]}]))
+    buttons = [dict(label=p, method="restyle", args=[{"visible": [o == p for o, _ in owner]}]) for p in presets]
+    fig.update_layout(barmode="group", yaxis_type="log", template="plotly_white",
+                      yaxis_title="communication per step (s, log scale)",
+                      title=dict(text=f"每步通信时间（{dtype_bytes} 字节的参数/梯度，不与计算重叠）", y=0.98, font_size=15),
+                      sliders=[_slider(steps, list(world_sizes).index(world_size), "GPU 总数：")],
+                      updatemenus=[_dropdown(buttons, presets.index(preset))],
+                      legend=dict(orientation="h", x=1, xanchor="right", y=1.02, yanchor="bottom"),
+                      margin=dict(t=120, b=40, l=70, r=20))
+    return Figure(fig, name, height=520)

@@ -6,7 +6,8 @@
 
 Sources use the percent format: ``# %%`` starts a code cell, ``# %% [markdown]`` a Markdown cell
 whose lines start with ``# ``; ``{{repository}}`` stands for the repository's address. The Colab link of each notebook is made here from ``_config.yml``
-(repository url and branch), so every link points at the notebook's own path.
+(repository url and branch), so every link points at the notebook's own path; the same cell links back to
+the book page that ``_toc.yml`` hangs the notebook under.
 """
 
 from __future__ import annotations
@@ -34,6 +35,20 @@ def repository() -> tuple[str, str]:
 def colab_url(notebook: str) -> str:
     url, branch = repository()
     return f"https://colab.research.google.com/github/{url.split('github.com/')[1]}/blob/{branch}/notebooks/{notebook}"
+
+
+def section_page(notebook: str) -> tuple[str, str] | None:
+    """(title, path relative to notebooks/) of the book page that _toc.yml hangs this notebook under, if any."""
+    import yaml
+
+    toc = yaml.safe_load((ROOT / "_toc.yml").read_text(encoding="utf-8"))
+    for chapter in toc.get("chapters", []):
+        if any(s.get("file") == f"notebooks/{notebook}" for s in chapter.get("sections", [])):
+            page = ROOT / f"{chapter['file']}.md"
+            title = next((ln.lstrip("# ").strip() for ln in page.read_text(encoding="utf-8").splitlines()
+                          if ln.startswith("# ")), chapter["file"])
+            return title, f"../{chapter['file']}.md"
+    return None
 
 
 def parse_percent(text: str) -> list:
@@ -64,9 +79,11 @@ def build(name: str) -> Path:
     # The Colab setup cells install this repository: its address lives only in _config.yml.
     cells = parse_percent(src.read_text(encoding="utf-8").replace("{{repository}}", repository()[0]))
     target = f"{name}.ipynb"
+    section = section_page(name)  # the page this notebook belongs to: a link back from the notebook
     badge = nbformat.v4.new_markdown_cell(
         f"[▶ 在 Google Colab 中打开本 notebook]({colab_url(target)})　·　"
-        "本地运行：`pip install -r requirements.txt -e .`，然后 `jupyter lab`")
+        "本地运行：`pip install -r requirements.txt -e .`，然后 `jupyter lab`"
+        + (f"　·　本节正文：[{section[0]}]({section[1]})" if section else ""))
     badge.metadata["tags"] = ["colab-link"]
     nb = nbformat.v4.new_notebook(cells=[cells[0], badge, *cells[1:]])
     nb.metadata.update({"kernelspec": {"name": "python3", "display_name": "Python 3", "language": "python"},
