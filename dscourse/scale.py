@@ -35,3 +35,8 @@ def ranks() -> int:
 def model_shape() -> str:
     """The model the memory demos train: a 4M-parameter GPT-2 on CPU, GPT-2 350M on a GPU."""
     return "gpt2-small-cpu" if scale() == "cpu" else "gpt2-350m"
+
+
+def train_shape() -> str:
+    """The model the training demos of 4.3 train: a 135K-parameter GPT-2 on CPU, GPT-2 350M on a GPU."""
+    return "gpt2-tiny" if scale() == "cpu" else "gpt2-350m"

@@ -5,7 +5,7 @@
     torchrun ... -m dscourse.scripts.train_run --config ds.json --steps 12 --resume-from ckpt --out r2/
 
 Every rank sees the same synthetic batch for a given (step, rank) whatever the ZeRO stage and whether
-the run was resumed, so two runs can be compared step by step. Rank 0 prints ``step N loss X`` as it
+the run was resumed (``--pool N`` cycles through N batches, so that the loss visibly falls), so two runs can be compared step by step. Rank 0 prints ``step N loss X`` as it
 goes. ``--dump-weights`` makes rank 0 write the full fp32 master weights (``weights_fp32.pt``, gathered
 from every rank with ``deepspeed.utils.safe_get_full_fp32_param``) and the bf16 weights the model
 computes with (``weights_bf16.pt``), to check a consolidated checkpoint against.
@@ -30,6 +30,8 @@ def parse_args(argv=None):
     p.add_argument("--shape", default="gpt2-tiny", choices=sorted(SHAPES))
     p.add_argument("--steps", type=int, default=10, help="train until this global step")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--pool", type=int, default=0,
+                   help="cycle through this many batches per rank (the model learns them; 0: a new batch every step)")
     p.add_argument("--save-at", type=int, nargs="+", default=[], help="save a checkpoint after these steps")
     p.add_argument("--save-dir", default=None, help="where --save-at writes the checkpoint")
     p.add_argument("--resume-from", default=None, help="load this checkpoint folder and go on from its step")
@@ -51,7 +53,7 @@ def dir_bytes(path: Path) -> dict[str, int]:
 
 
 def full_weights(engine) -> tuple[dict, dict]:
-    """(fp32 master weights, bf16/fp32 module weights), full size, by parameter name; on every rank.
+    """(fp32 master weights, the module's own weights), full size, by parameter name; on every rank.
 
     Collective under ZeRO-3: every rank must call it.
     """
@@ -60,7 +62,9 @@ def full_weights(engine) -> tuple[dict, dict]:
 
     master, module = {}, {}
     for name, p in engine.module.named_parameters():
-        master[name] = safe_get_full_fp32_param(p).detach().clone().cpu()
+        fp32 = safe_get_full_fp32_param(p)  # None where the optimizer keeps no ZeRO fp32 copy (bf16 ZeRO-0)
+        if fp32 is not None:
+            master[name] = fp32.detach().clone().cpu()
         with deepspeed.zero.GatheredParameters([p], enabled=hasattr(p, "ds_id")):
             module[name] = p.detach().clone().cpu()
     return master, module
@@ -92,7 +96,8 @@ def main(argv=None) -> int:
         start = client["step"]
     losses = {}
     for step in range(start, args.steps):
-        ids = synthetic_batch(shape, micro, step * world + rank, seed=args.seed, device=device)
+        batch = step % args.pool if args.pool else step
+        ids = synthetic_batch(shape, micro, batch * world + rank, seed=args.seed, device=device)
         loss = engine(input_ids=ids, labels=ids).loss
         engine.backward(loss)
         engine.step()
