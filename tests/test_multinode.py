@@ -256,9 +256,10 @@ def test_preflight_ssh_failures_are_explained(tmp_path, host, fragment):
 def test_preflight_never_hangs_on_a_silent_host(tmp_path):
     (tmp_path / "hostfile").write_text("node0 slots=1\nblackhole slots=1\n")
     r, took = _preflight(["--hostfile", str(tmp_path / "hostfile"), "--launcher", "nossh", "--check-ssh",
-                          "--ssh-command", FAKESSH, "--ssh-timeout", "2", "--master-addr", "10.9.9.9"],
+                          "--ssh-command", FAKESSH, "--ssh-timeout", "2", "--probe-timeout", "3",
+                          "--master-addr", "10.9.9.9"],
                          _fake({"node0": "", "blackhole": "hang"}), cwd=tmp_path)
-    assert r.returncode == 1 and "FAIL  ssh blackhole" in r.stdout and "no answer in 12 s" in r.stdout
+    assert r.returncode == 1 and "FAIL  ssh blackhole" in r.stdout and "no answer in 5 s" in r.stdout
     assert took < 45
 
 
@@ -453,3 +454,30 @@ def test_run_nodes_kills_everything_at_its_timeout(tmp_path):
     with pytest.raises(LaunchError, match="did not finish in 3 s"):
         run_nodes([[PY, "-c", "import time; time.sleep(600)"]] * 2, tmp_path, world_size=2, timeout=3)
     assert time.time() - t0 < 30
+
+
+def test_netns_can_be_switched_off(monkeypatch):
+    from dscourse.multinode import netns
+
+    monkeypatch.setenv("DSCOURSE_NETNS", "0")
+    assert netns.available() == (False, "disabled by DSCOURSE_NETNS=0")
+    with netns.nodes(2) as cluster:
+        assert cluster.mode == "loopback" and cluster.addresses == ["127.0.0.1", "127.0.0.2"]
+        assert cluster.prefix(1) == [] and cluster.ifname == "lo"
+    with pytest.raises(OSError, match="unavailable"):
+        with netns.nodes(2, use_netns=True):
+            pass
+
+
+def test_netns_nodes_are_removed_afterwards():
+    from dscourse.multinode import netns
+
+    ok, _ = netns.available()
+    if not ok:
+        pytest.skip("no network namespaces here")
+    with netns.nodes(2) as cluster:
+        names = list(cluster.namespaces)
+        listed = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True, timeout=30).stdout
+        assert all(n in listed for n in names)
+    listed = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True, timeout=30).stdout
+    assert not any(n in listed for n in names)

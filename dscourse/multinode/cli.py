@@ -54,6 +54,8 @@ def build_parser():
     pf.add_argument("--master-addr", default=None, help="the address of node 0 (default: the first host)")
     pf.add_argument("--master-port", type=_port, default=29500)
     pf.add_argument("--ssh-timeout", type=_seconds, default=5, help="ssh ConnectTimeout in seconds (default 5)")
+    pf.add_argument("--probe-timeout", type=_seconds, default=10,
+                    help="seconds each host gets to run the version probe once connected (default 10)")
     pf.add_argument("--ssh-port", type=_port, default=None)
     pf.add_argument("--ssh-command", default="ssh", help="the ssh client to use (default: ssh)")
     pf.add_argument("--python", default=None, help="the interpreter the nodes must have (default: this one)")
@@ -87,7 +89,7 @@ def main(argv=None) -> int:
             checks = preflight(args.hostfile, hosts, launcher=args.launcher, master_addr=args.master_addr,
                                master_port=args.master_port, ssh_command=ssh, ssh_timeout=args.ssh_timeout,
                                ssh_port=args.ssh_port, python=args.python, versions=not args.no_versions,
-                               check_ssh=True if args.check_ssh else None)
+                               check_ssh=True if args.check_ssh else None, command_timeout=args.probe_timeout)
             for c in checks:
                 print(c)
             failed = sum(c.status == "FAIL" for c in checks)

@@ -362,14 +362,14 @@ print("\n".join(lines))
 
 # %% [markdown]
 # 再看坏的配置：一个没配免密 SSH 的主机、一个主机指纹未知的主机、一个解析不了的名字、一个永不应答的主机，外加一个写成 127.0.0.1 的 master 地址。
-# 黑洞主机在 `ConnectTimeout`（这里 1 秒）加远端命令时限（10 秒）之后被杀掉，整个预检仍在限时内结束：
+# 黑洞主机在 `ConnectTimeout`（这里 1 秒）加远端命令时限（这里 4 秒，默认 10 秒）之后被杀掉，整个预检仍在限时内结束：
 
 # %%
 broken = {**good, "worker-2": "deny", "worker-3": "hostkey", "worker-4": "hang"}
 hostfile_broken = work / "hostfile.broken"
 hostfile_broken.write_text("node0 slots=1\nnode1 slots=1\nworker-2 slots=1\nworker-3 slots=1\nworker-4 slots=1\n"
                            "no-such-node slots=1\n")
-code, lines, took = preflight(broken, "--launcher", "nossh", "--check-ssh", "--ssh-timeout", "1",
+code, lines, took = preflight(broken, "--launcher", "nossh", "--check-ssh", "--ssh-timeout", "1", "--probe-timeout", "4",
                               "--master-addr", "127.0.0.1", "--master-port", str(port), hostfile=hostfile_broken)
 for line in lines:
     if not line.startswith("ok"):
@@ -466,6 +466,17 @@ calculator.widget
 from dscourse.plots import show
 
 show(comm.comm_figure(psi, 64, 2, name="comm-7b-64"))
+
+# %% [markdown]
+# ### 不需要内核的版本
+#
+# 上面的控件需要 Python 内核才能响应；下面这张图在网页版里也能交互：左上角的下拉菜单选模型，滑块选 GPU 总数。
+# 每根柱子都已由同一个函数 `dscourse.comm.step_time`（bf16 参数与梯度，不与计算重叠）预先算好，存在图里。
+
+# %%
+from dscourse.plots import comm_explorer
+
+show(comm_explorer(preset="Llama-2-7B", world_size=64))
 
 # %% [markdown]
 # ### 实测：这台机器上 CPU rank 之间的带宽
