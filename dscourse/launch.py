@@ -138,7 +138,7 @@ class NodesResult:
 
 def run_nodes(commands: list[list[str]], out_dir: str | Path, world_size: int, timeout: float = 300,
               env: dict | None = None, node_env: list[dict] | None = None,
-              prefixes: list[list[str]] | None = None, grace: float = 20) -> NodesResult:
+              prefixes: list[list[str]] | None = None, grace: float = 5) -> NodesResult:
     """Start one launcher per "node" (each a full command line, e.g. from ``dscourse.multinode.commands``),
     wait for all of them, and read back the ``rank<N>.json`` that the ``world_size`` ranks wrote to ``out_dir``.
 

@@ -31,9 +31,12 @@ class Job:
 
 def run_nodes_job(launcher: str, module: str, args: list[str], nodes: int = 2, gpus_per_node: int = 1,
                   timeout: float = 300, out_dir: str | Path | None = None, use_netns: bool | None = None,
-                  env: dict | None = None) -> Job:
+                  env: dict | None = None, wrong_master: dict | None = None) -> Job:
     """Run ``python -m module args --out OUT`` on ``nodes`` × ``gpus_per_node`` ranks through ``launcher``
-    (``torchrun``, ``torchrun-c10d``, ``deepspeed-nossh`` or ``accelerate``), one launcher process per node."""
+    (``torchrun``, ``torchrun-c10d``, ``deepspeed-nossh`` or ``accelerate``), one launcher process per node.
+
+    ``wrong_master={1: "10.10.0.99"}`` gives node 1 another ``--master_addr`` than the plan's, to reproduce the
+    classic hang (the other nodes wait for it until the timeout)."""
     from dscourse.launch import free_port, run_nodes
 
     out = Path(out_dir) if out_dir else Path(tempfile.mkdtemp(prefix="dscourse-nodes-"))
@@ -54,7 +57,10 @@ def run_nodes_job(launcher: str, module: str, args: list[str], nodes: int = 2, g
         # (env={"GLOO_SOCKET_IFNAME": "lo"} reproduces the wrong-interface hang.)
         node_env = [{} if "GLOO_SOCKET_IFNAME" in (env or {}) else {"GLOO_SOCKET_IFNAME": cluster.ifname}
                     for _ in range(nodes)]
-        result = run_nodes([c.argv for c in plan.commands], out, world_size=nodes * gpus_per_node, timeout=timeout,
+        argvs = [list(c.argv) for c in plan.commands]
+        for node, addr in (wrong_master or {}).items():
+            argvs[node][argvs[node].index("--master_addr") + 1] = addr
+        result = run_nodes(argvs, out, world_size=nodes * gpus_per_node, timeout=timeout,
                            env=env, node_env=node_env, prefixes=[cluster.prefix(i) for i in range(nodes)])
     (out / "job.json").write_text(json.dumps({"mode": cluster.mode, "addresses": cluster.addresses,
                                               "launcher": launcher}, indent=1))

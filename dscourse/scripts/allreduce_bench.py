@@ -39,6 +39,8 @@ def parse_args(argv=None):
     p.add_argument("--ops", default="all_reduce,all_gather,reduce_scatter")
     p.add_argument("--iters", type=int, default=10)
     p.add_argument("--warmup", type=int, default=2)
+    p.add_argument("--timeout", type=float, default=None,
+                   help="process-group timeout in seconds (a short one turns a hang into an error)")
     p.add_argument("--out", required=True)
     p.add_argument("--local_rank", type=int, default=None, help=argparse.SUPPRESS)
     return p.parse_args(argv)
@@ -63,7 +65,10 @@ def main(argv=None) -> int:
     cuda = torch.cuda.is_available()
     if cuda:
         torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", 0)))
-    dist.init_process_group("nccl" if cuda else "gloo")
+    from datetime import timedelta
+
+    dist.init_process_group("nccl" if cuda else "gloo",
+                            **({"timeout": timedelta(seconds=args.timeout)} if args.timeout else {}))
     rank, world = dist.get_rank(), dist.get_world_size()
     device = torch.device("cuda") if cuda else torch.device("cpu")
     results = []

@@ -294,11 +294,14 @@ for r in sorted(cross.result.ranks, key=lambda r: r["rank"]):
 # %%
 # NBVAL_IGNORE_OUTPUT
 # (only possible in netns mode; the error text names a random port)
+import time
+
 from dscourse.launch import LaunchError
 
 if jobs["torchrun"].cluster.mode == "netns":
     try:
-        run_nodes_job("torchrun", "dscourse.scripts.allreduce_bench", ["--sizes", "1e4", "--ops", "all_reduce"],
+        run_nodes_job("torchrun", "dscourse.scripts.allreduce_bench",
+                      ["--sizes", "1e4", "--ops", "all_reduce", "--timeout", "5"],  # a 5 s process-group timeout
                       timeout=60, out_dir=work / "wrong-if", env={"GLOO_SOCKET_IFNAME": "lo"})
         print("unexpected: it worked")
     except LaunchError as e:
@@ -310,7 +313,23 @@ else:
 # 这里失败得很快（`Connection refused`），因为 127.0.0.1 上没有人监听。真实集群上，如果错选的地址被防火墙静默丢包，
 # 同样的错误就表现为**挂住**，直到超时：DeepSpeed 进程组的默认超时是 10 分钟（`deepspeed/constants.py` 的 `default_pg_timeout`，环境变量 `DEEPSPEED_TIMEOUT` 可改，单位分钟）。NCCL 对应的变量是 `NCCL_SOCKET_IFNAME`，
 # 支持前缀列表（`eth`、`=eth0` 精确匹配、`^docker` 排除）；`NCCL_DEBUG=INFO` 会打印它选中的网卡（`NET/Socket : Using [0]eth0:10.0.0.1<0>`）。
+
+# %% [markdown]
+# ### `--master_addr` 写错：挂住
 #
+# 再让 node 1 拿到一个错误的 master 地址（一个没有机器的地址）。node 1 一直尝试连接，node 0 一直等第二个节点，**谁都不报错**——
+# 这就是多节点训练里最常见的"挂住"。`run_nodes` 给两个节点一个共同的期限（这里 8 秒），到期就杀掉两边的整个进程树：
+
+# %%
+t0 = time.time()
+try:
+    run_nodes_job("torchrun", "dscourse.scripts.allreduce_bench", ["--sizes", "1e4", "--ops", "all_reduce"],
+                  timeout=8, out_dir=work / "wrong-master", wrong_master={1: "10.10.0.99"})
+except LaunchError as e:
+    print(str(e).splitlines()[0])
+print(f"both nodes were killed at the deadline, not later: {time.time() - t0 < 40}")
+
+# %% [markdown]
 # ## 4. 预检：启动之前先查一遍
 #
 # `python -m dscourse.multinode preflight` 在 node 0 上逐项检查，每项一行：`ok`、`warn`，或 `FAIL` 加 `-> fix:` 修法。
