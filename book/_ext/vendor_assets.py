@@ -128,6 +128,9 @@ def _clean_page(app, pagename, templatename, context, doctree):
     """
     if not context.get("default_mode"):
         context["default_mode"] = "light"
+    # Jupyter Book 1 hard-codes an English placeholder in the search box of this Chinese book.
+    if context.get("theme_search_bar_text") == "Search this book...":
+        context["theme_search_bar_text"] = "搜索本书…"
     seen, kept = set(), []
     for js in context.get("script_files", []):
         attrs = getattr(js, "attributes", {}) or {}

@@ -165,7 +165,8 @@ assert max(accelerate_terms.values()) == estimate(seven_b, "accelerate").gpu_byt
 # 看每张 GPU 上的参数 / 梯度 / fp32 主权重 / 优化器状态 / 缓冲区 / 激活值，以及每个节点需要的主机内存。
 # 激活值按 Korthikanti et al. (2022) 的逐层公式估算（bf16、SDPA 注意力、无 dropout、不做 activation checkpointing），加上 LM head 的 logits。
 #
-# 在静态网页里控件需要内核才能响应；在 Colab 或 Jupyter 里运行本 notebook 即可交互。
+# 控件需要 Python 内核才能响应：在 Colab 或 Jupyter 里运行本 notebook 即可交互。在网页版里它只是一张静态的图，
+# 请用下面紧接着的"不需要内核的计算器"。
 
 # %%
 from dscourse.widgets import MemoryCalculator
@@ -179,6 +180,19 @@ for stage in (2, 3):
     est = calc.set(stage=stage)
     print(f"ZeRO-{stage}: model states {format_bytes(est.gpu_bytes)} + activations "
           f"{format_bytes(calc.activations)} per GPU")
+
+# %% [markdown]
+# ### 不需要内核的计算器
+#
+# 在网页版里也能用：下面这张图**不需要内核**，拖动滑块选 GPU 总数（每节点 8 张），用左上角的下拉菜单换模型。
+# 每个模型、每个 GPU 数、每个 stage 的每一段都已由计算器用的同一个函数 `dscourse.memory.estimate`（`allocated` 公式）
+# 和 `activation_bytes`（序列 2048，micro-batch 1）预先算好，存在图里；浏览器只是在这些结果之间切换。
+# 虚线是一张 80 GB 的显卡。
+
+# %%
+from dscourse.plots import memory_explorer, show
+
+show(memory_explorer(formula="allocated", seq=2048, micro_batch=1, preset="Llama-2-7B", gpus=8))
 
 # %% [markdown]
 # ## 5. 真实的 DeepSpeed：逐字节清点每个 rank

@@ -305,7 +305,7 @@ print("\nDeepSpeed's log:", *demo.messages, sep="\n  ")
 #
 # 梯度情景是合成的：每一步给出"不做缩放时最大的 |梯度|" $\max|g|$，$S \cdot \max|g| > 65504$ 即溢出（NaN 的步无论 $S$ 多小都溢出）。
 # 这是对梯度的模型；scaler 怎么反应，完全是 DeepSpeed 的代码。灰线是该步不溢出的最大 scale，红叉是被跳过的步。
-# 在静态网页里控件需要内核才能响应；在 Colab 或 Jupyter 里运行本 notebook 即可交互。
+# 控件需要 Python 内核才能响应：在 Colab 或 Jupyter 里运行本 notebook 即可交互；网页版的读者请用下面紧接着的"不需要内核的版本"。
 
 # %%
 from dscourse.widgets import LossScaleExplorer
@@ -321,6 +321,18 @@ for values in ({}, {"loss_scale_window": 200}, {"scenario": "beyond fp16", "loss
                {"precision": "bf16"}):
     print(f"{str(values):52s} -> {trace_summary(explorer.set(**values))}")
 _ = explorer.set(scenario="healthy", precision="fp16")
+
+# %% [markdown]
+# ### 不需要内核的版本
+#
+# 下面这张图在网页版里也能交互，**不需要内核**：左上角的下拉菜单选梯度情景，滑块选 `loss_scale_window`（其余键取 DeepSpeed 的默认值）。
+# 每条曲线都已由上面的控件用的同一个函数 `simulate_loss_scale`（DeepSpeed 自己的 `DynamicLossScaler`）预先算好，存在图里。
+# 试试"健康训练"下把窗口调小：scale 更频繁地试探翻倍，跳过的步随之增多；"发散"情景下不论窗口多大，都会在 NaN 出现后不久抛出异常。
+
+# %%
+from dscourse.plots import loss_scale_explorer
+
+show(loss_scale_explorer(windows=(50, 100, 200, 500, 1000, 2000), window=1000, scenario="healthy"))
 
 # %% [markdown]
 # ### 复现 "Current loss scale already at minimum"

@@ -1,0 +1,284 @@
+"""The built HTML book in headless Chromium, with the network off.
+
+Most readers never run a notebook: they read the built book. These tests build it (strict, as CI does) into a
+temporary folder, serve it on 127.0.0.1, and open every page in Debian's ``chromium`` driven by Playwright, with
+every request to another host blocked and recorded. For each page: no failed request, no request off the local
+server, no JavaScript error or console error; math typeset, widgets rendered from their saved state, plotly
+figures drawn. The figures with sliders must respond to a slider change without a kernel; the Colab badge and
+launch button of each notebook page must point at that notebook on the configured repository and branch;
+each section page and its notebook link to each other; search finds Chinese words. A full-page screenshot of
+every page is kept in ``_build/screenshots/``.
+
+Needs ``chromium`` (Debian's package; ``.ci/run`` installs it) and the ``playwright`` Python package (pinned in
+requirements.txt), which drives that browser: Playwright's own browser download is never used.
+"""
+
+from __future__ import annotations
+
+import functools
+import http.server
+import os
+import shutil
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+SCREENSHOTS = ROOT / "_build" / "screenshots"
+CHROMIUM = os.environ.get("DSCOURSE_CHROMIUM") or shutil.which("chromium") or "/usr/bin/chromium"
+TIMEOUT_MS = 90_000  # generous: a slow 2-core machine parses plotly.js, MathJax and the widget manager per page
+
+
+def _toc_pages() -> list[tuple[str, str | None]]:
+    """(page, parent) for every page of _toc.yml, in reading order; parent: the chapter page a section hangs on."""
+    toc = yaml.safe_load((ROOT / "_toc.yml").read_text(encoding="utf-8"))
+    pages = [(toc["root"], None)]
+    for chapter in toc.get("chapters", []):
+        pages.append((chapter["file"], None))
+        pages += [(s["file"], chapter["file"]) for s in chapter.get("sections", [])]
+    return pages
+
+
+PAGES = [page for page, _ in _toc_pages()] + ["search", "genindex"]
+NOTEBOOK_PAGES = [(page, parent) for page, parent in _toc_pages() if page.startswith("notebooks/")]
+
+
+def _config() -> dict:
+    return yaml.safe_load((ROOT / "_config.yml").read_text(encoding="utf-8"))
+
+
+@pytest.fixture(scope="module")
+def book(tmp_path_factory) -> Path:
+    """The book built strictly (warnings are errors) into a fresh folder; returns its html folder."""
+    out = tmp_path_factory.mktemp("book")
+    jb = Path(sys.executable).parent / "jupyter-book"
+    t0 = time.time()
+    proc = subprocess.run([str(jb) if jb.exists() else "jupyter-book", "build", str(ROOT), "-W", "-n", "--keep-going",
+                           "--path-output", str(out)], capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, f"strict book build failed:\n{proc.stdout[-4000:]}\n{proc.stderr[-4000:]}"
+    print(f"book built in {time.time() - t0:.1f} s")
+    return out / "_build" / "html"
+
+
+@pytest.fixture(scope="module")
+def server(book):
+    """http://127.0.0.1:PORT/ serving the built book (file:// would block some scripts)."""
+
+    class Quiet(http.server.SimpleHTTPRequestHandler):
+        def log_message(self, *args):
+            pass
+
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(Quiet, directory=str(book)))
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{httpd.server_address[1]}/"
+    httpd.shutdown()
+    httpd.server_close()
+    thread.join(timeout=10)
+
+
+@pytest.fixture(scope="module")
+def browser():
+    if not Path(CHROMIUM).exists():
+        pytest.fail(f"no Chromium at {CHROMIUM}: install Debian's package (apt-get install chromium), "
+                    "as .ci/run does, or set DSCOURSE_CHROMIUM")
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        b = p.chromium.launch(
+            executable_path=CHROMIUM, timeout=TIMEOUT_MS,
+            args=["--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--no-first-run", "--disable-quic",
+                  "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                  "--disable-extensions", "--disable-default-apps",
+                  # the network is off: no name resolves but the local server's address
+                  "--host-resolver-rules=MAP * ~NOTFOUND , EXCLUDE 127.0.0.1"])
+        yield b
+        b.close()
+
+
+def _is_local(url: str) -> bool:
+    parts = urlsplit(url)
+    return parts.scheme not in ("http", "https", "ws", "wss") or parts.hostname == "127.0.0.1"
+
+
+class Visit:
+    """One page opened in a fresh context, every request, failure, error and console message recorded."""
+
+    def __init__(self, browser, url: str):
+        self.requests, self.failed, self.offsite, self.errors = [], [], [], []
+        self.context = browser.new_context(viewport={"width": 1280, "height": 900}, locale="zh-CN",
+                                           service_workers="block")
+        self.context.set_default_timeout(TIMEOUT_MS)
+        self.context.route("**/*", self._route)
+        self.page = page = self.context.new_page()
+        page.on("request", lambda r: self.requests.append(r.url))
+        page.on("requestfailed", lambda r: self.failed.append(f"{r.url}: {r.failure}"))
+        page.on("response", lambda r: r.status >= 400 and self.failed.append(f"{r.url}: HTTP {r.status}"))
+        page.on("console", lambda m: m.type == "error" and self.errors.append(f"console: {m.text}"))
+        page.on("pageerror", lambda e: self.errors.append(f"uncaught: {e}"))
+        page.goto(url, wait_until="load")
+        self.ready()
+
+    def _route(self, route):
+        if _is_local(route.request.url):
+            route.continue_()
+        else:  # the network is off: record the attempt and refuse it
+            self.offsite.append(route.request.url)
+            route.abort("internetdisconnected")
+
+    def ready(self):
+        """Wait (on conditions, not time) until math is typeset, widgets rendered and figures drawn."""
+        page = self.page
+        page.wait_for_function("""() => document.readyState === 'complete' && (!document.querySelector('.math')
+            || (window.MathJax && window.MathJax.startup && window.MathJax.startup.promise))""", polling=250)
+        page.evaluate("async () => { const mj = window.MathJax; if (mj && mj.startup && mj.startup.promise) await mj.startup.promise; }")
+        page.wait_for_function("""() => {
+            const views = document.querySelectorAll('script[type="application/vnd.jupyter.widget-view+json"]');
+            if (document.querySelectorAll('.widget-subarea > *').length < views.length) return false;
+            for (const p of document.querySelectorAll('.dscourse-plot')) { if (!p.querySelector('.main-svg')) return false; }
+            return true;
+        }""", polling=250)
+        page.wait_for_load_state("networkidle")
+
+    def problems(self) -> list[str]:
+        return ([f"failed request {f}" for f in self.failed] + [f"request off the local server: {u}" for u in self.offsite]
+                + self.errors)
+
+    def close(self):
+        self.context.close()
+
+
+def _name(page: str) -> str:
+    return page.replace("/", "__")
+
+
+@pytest.mark.parametrize("page", PAGES)
+def test_page_loads_offline(browser, server, page):
+    """Every page: no failed request, nothing requested off the local server, no JavaScript error; screenshot."""
+    visit = Visit(browser, server + page + ".html")
+    try:
+        SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+        visit.page.screenshot(path=str(SCREENSHOTS / f"{_name(page)}.png"), full_page=True)
+        assert visit.requests, "no request recorded"
+        assert not visit.problems(), "\n".join(visit.problems())
+        assert visit.page.evaluate("document.documentElement.lang") == "zh-CN"
+    finally:
+        visit.close()
+
+
+def test_every_built_page_is_checked(book):
+    built = {str(p.relative_to(book).with_suffix("")) for p in book.rglob("*.html") if "_static" not in p.parts
+             and "_sources" not in p.parts}
+    assert built - {"index"} == set(PAGES), "pages built but not opened by the browser tests (or the reverse)"
+
+
+def _drive_slider(page, element_id: str, step: int):
+    """Click a plotly slider's rail where ``step`` sits, as a reader would; wait until the figure took it."""
+    rail = page.locator(f"#{element_id} rect.slider-rail-touch-rect").first
+    rail.scroll_into_view_if_needed()
+    box = rail.bounding_box()
+    n = page.evaluate(f"document.getElementById('{element_id}').layout.sliders[0].steps.length")
+    # plotly spaces the steps evenly along the rail, with the grip's half-width as padding at both ends
+    pad = page.evaluate(f"""() => {{
+        const g = document.querySelector('#{element_id} .slider-grip-rect');
+        return g ? g.getBBox().width / 2 : 10; }}""")
+    x = box["x"] + pad + (box["width"] - 2 * pad) * step / max(n - 1, 1)
+    page.mouse.click(x, box["y"] + box["height"] / 2)
+    page.wait_for_function(f"document.getElementById('{element_id}').layout.sliders[0].active === {step}")
+
+
+def _snapshot(page, element_id: str):
+    return page.evaluate(f"""() => {{
+        const gd = document.getElementById('{element_id}');
+        return JSON.stringify(gd.data.map(t => [t.x, t.y, t.text, t.visible]));
+    }}""")
+
+
+def _interactive_figures(page) -> list[str]:
+    return page.evaluate("""() => [...document.querySelectorAll('.dscourse-plot')]
+        .filter(gd => gd.layout && ((gd.layout.sliders || []).length || (gd.layout.updatemenus || []).length))
+        .map(gd => gd.id)""")
+
+
+EXPECTED_INTERACTIVE = {"notebooks/01_memory_accounting": 1, "notebooks/04_mixed_precision": 1}
+
+
+@pytest.mark.parametrize("page", sorted(EXPECTED_INTERACTIVE))
+def test_figures_respond_without_kernel(browser, server, page):
+    """Move each slider and pick another dropdown entry: the figure changes, with no kernel behind the page."""
+    visit = Visit(browser, server + page + ".html")
+    try:
+        figures = _interactive_figures(visit.page)
+        assert len(figures) >= EXPECTED_INTERACTIVE[page], f"interactive figures on {page}: {figures}"
+        for fid in figures:
+            visit.page.locator(f"#{fid}").scroll_into_view_if_needed()
+            sliders = visit.page.evaluate(f"(document.getElementById('{fid}').layout.sliders || []).length")
+            if sliders:
+                before = _snapshot(visit.page, fid)
+                active = visit.page.evaluate(f"document.getElementById('{fid}').layout.sliders[0].active || 0")
+                n = visit.page.evaluate(f"document.getElementById('{fid}').layout.sliders[0].steps.length")
+                target = 0 if active == n - 1 else n - 1
+                _drive_slider(visit.page, fid, target)
+                assert _snapshot(visit.page, fid) != before, f"{fid}: slider moved but the figure did not change"
+            menus = visit.page.evaluate(f"(document.getElementById('{fid}').layout.updatemenus || []).length")
+            if menus:
+                before = _snapshot(visit.page, fid)
+                visit.page.locator(f"#{fid} .updatemenu-header-group").first.click()
+                buttons = visit.page.locator(f"#{fid} .updatemenu-dropdown-button-group .updatemenu-dropdown-button")
+                buttons.last.click()  # waits until the opened menu has drawn its entries
+                visit.page.wait_for_function(
+                    f"document.getElementById('{fid}').layout.updatemenus[0].active === {buttons.count() - 1}")
+                assert _snapshot(visit.page, fid) != before, f"{fid}: dropdown changed but the figure did not"
+        visit.page.locator(f"#{figures[0]}").screenshot(path=str(SCREENSHOTS / f"{_name(page)}__after-slider.png"))
+        assert not visit.problems(), "\n".join(visit.problems())
+    finally:
+        visit.close()
+
+
+@pytest.mark.parametrize("page,parent", NOTEBOOK_PAGES)
+def test_colab_links_and_section_links(browser, server, page, parent):
+    """The Colab badge and the launch button open this notebook on the configured repository and branch;
+    the section page links to its notebook page and back."""
+    repo = _config()["repository"]
+    owner_repo = urlsplit(repo["url"]).path.strip("/")
+    expected = f"https://colab.research.google.com/github/{owner_repo}/blob/{repo['branch']}/{page}.ipynb"
+    assert (ROOT / f"{page}.ipynb").exists()
+    visit = Visit(browser, server + page + ".html")
+    try:
+        links = visit.page.evaluate("""() => [...document.querySelectorAll('a[href*="colab.research.google.com"]')]
+            .map(a => ({href: a.href, launch: !!a.closest('.dropdown-launch-buttons, .header-article-items'),
+                        text: a.textContent.trim()}))""")
+        badges = [link for link in links if not link["launch"]]
+        buttons = [link for link in links if link["launch"]]
+        assert badges, f"no Colab badge in {page}"
+        assert buttons, f"no Colab launch button on {page}"
+        assert {link["href"] for link in links} == {expected}
+        back = visit.page.evaluate("() => [...document.querySelectorAll('article a')].map(a => a.href)")
+        assert any(h.split("#")[0].endswith(f"{parent}.html") for h in back), f"{page} does not link back to {parent}"
+    finally:
+        visit.close()
+    visit = Visit(browser, server + parent + ".html")
+    try:
+        hrefs = visit.page.evaluate("() => [...document.querySelectorAll('article a')].map(a => a.href)")
+        assert any(h.split("#")[0].endswith(f"{page}.html") for h in hrefs), f"{parent} does not link to {page}"
+    finally:
+        visit.close()
+
+
+@pytest.mark.parametrize("word", ["优化", "显存"])
+def test_chinese_search(browser, server, word):
+    """Search (with jieba's word segmentation in the index) finds Chinese words."""
+    visit = Visit(browser, server + f"search.html?q={word}")
+    try:
+        visit.page.wait_for_function("document.querySelectorAll('#search-results li').length > 0")
+        SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+        visit.page.screenshot(path=str(SCREENSHOTS / f"search__{word}.png"))
+        assert not visit.problems(), "\n".join(visit.problems())
+    finally:
+        visit.close()
