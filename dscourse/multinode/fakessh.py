@@ -31,6 +31,9 @@ OPTS_WITH_VALUE = set("BbcDEeFIiJLlmOoPpQRSWw")
 
 def main(argv=None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] in (["-h"], ["--help"]):
+        print(__doc__)
+        return 0
     config = False
     i = 0
     while i < len(argv) and argv[i].startswith("-"):

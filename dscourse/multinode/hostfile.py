@@ -74,7 +74,7 @@ def lint_hostfile(text: str) -> list[Lint]:
         if not match:
             continue
         rest = line[match.end():]
-        if match.group(2) == "0" or int(match.group(2)) == 0:
+        if int(match.group(2)) == 0:
             found.append(Lint(number, line, f"{match.group(1)} has slots=0: DeepSpeed keeps the host with no rank; "
                                             f"remove the line or give its GPU count"))
         if rest and not rest[0].isspace():

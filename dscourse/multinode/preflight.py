@@ -153,6 +153,7 @@ class Preflight:
         # pdsh and the MPI launchers need SSH; for the others, SSH is only how we reach the nodes to compare versions
         self.use_ssh = launcher in ("pdsh", "openmpi", "mvapich") if check_ssh is None else check_ssh
         self.checks: list[Check] = []
+        self._first_addr: str | None = None  # the first host's address, once resolved
 
     # -- helpers -----------------------------------------------------------------------------------------------
     def add(self, status, what, detail, fix=""):
@@ -251,8 +252,6 @@ class Preflight:
     def master_is_first(self) -> bool:
         first = next(iter(self.hosts)) if self.hosts else None
         return self.master_addr in (first, self._first_addr)
-
-    _first_addr = None
 
     def check_versions(self, probes: dict):
         here = {"python": sys.version.split()[0], "torch": _version("torch"), "deepspeed": _version("deepspeed")}
