@@ -158,6 +158,34 @@ def test_every_command_parses_with_its_launcher(launcher):
         assert parse_hostfile(plan.files["hostfile"]) == {"worker-1": 4, "worker-2": 4, "worker-3": 4}
 
 
+@pytest.mark.parametrize("launcher, include, exclude", [
+    ("deepspeed", "worker-1@worker-3:0,2", ""), ("deepspeed", "", "worker-2:1,3"), ("deepspeed-nossh", "", "worker-2"),
+    ("deepspeed-slurm", "worker-1@worker-2", "")])
+def test_include_exclude_resolve_as_deepspeed_does(launcher, include, exclude):
+    from deepspeed.launcher.runner import parse_inclusion_exclusion
+
+    plan = build_plan(launcher, 3, 4, "10.0.0.1", include=include, exclude=exclude)
+    assert plan.ok, plan.problems
+    pool = parse_hostfile(plan.files["hostfile"])
+    expected = parse_inclusion_exclusion(pool, include, exclude)
+    assert dict(plan.active) == {h: list(s) for h, s in expected.items()}
+    assert plan.world_size == sum(len(s) for s in expected.values())
+    for i, c in enumerate(plan.commands):
+        a = _parse_with_the_launcher(c.argv)
+        assert (a.include, a.exclude) == (include, exclude)
+        if launcher == "deepspeed-nossh":
+            assert a.node_rank == i and c.where.endswith(f"({list(expected)[i]})")
+
+
+@pytest.mark.parametrize("launcher, include, message", [
+    ("deepspeed-openmpi", "worker-1", "refuses --include"), ("deepspeed-mvapich", "worker-1", "refuses --include"),
+    ("deepspeed-slurm", "worker-1:1", "cannot pin"), ("deepspeed", "worker-9", "not in the hostfile"),
+    ("deepspeed", "worker-1:7", "no slot 7"), ("torchrun", "worker-1", "deepspeed launcher flags")])
+def test_filters_the_backend_refuses(launcher, include, message):
+    plan = build_plan(launcher, 3, 4, "10.0.0.1", include=include)
+    assert not plan.ok and any(message in str(p) for p in plan.problems) and plan.commands == []
+
+
 def test_sbatch_script_uses_rendezvous_not_a_node_rank_expanded_once():
     plan = build_plan("slurm-sbatch", 4, 8, env={"NCCL_SOCKET_IFNAME": "ib0"})
     script = plan.files["job.sbatch"]
@@ -211,6 +239,9 @@ def test_launch_command_builder_widget():
     assert len(plan.commands) == 4 and "--node_rank 3" in b.output.value
     b.set(master_addr="127.0.0.1")
     assert not b.plan.ok and "loopback" in b.report.value and b.output.value == ""
+    b.set(master_addr="10.0.0.1", launcher="deepspeed", nodes=2, include="worker-2:0")
+    assert b.plan.ok and b.plan.world_size == 1 and "--include worker-2:0" in b.output.value
+    b.set(include="", launcher="torchrun")
     b.set(master_addr="10.0.0.1", script='train.py "unclosed')
     assert b.plan is None and "无法解析" in b.report.value
 

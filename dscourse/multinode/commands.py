@@ -77,6 +77,7 @@ class Plan:
     files: dict[str, str]
     problems: list[Problem]
     notes: list[str]
+    active: dict | None = None  # {host: [GPU ids]} after --include/--exclude (DeepSpeed's active_resources)
 
     @property
     def ok(self) -> bool:
@@ -84,11 +85,14 @@ class Plan:
 
     @property
     def world_size(self) -> int:
+        if self.active is not None:
+            return sum(len(slots) for slots in self.active.values())
         return self.nodes * self.gpus_per_node
 
     def text(self) -> str:
-        lines = [f"# {LAUNCHERS[self.launcher]}: {self.nodes} node(s) x {self.gpus_per_node} GPU(s) = "
-                 f"{self.world_size} ranks, master {self.master_addr or '?'}:{self.master_port}"]
+        lines = [f"# {LAUNCHERS[self.launcher]}: {self.nodes} node(s) x {self.gpus_per_node} GPU(s)"
+                 + (f", filtered to {len(self.active)} node(s)" if self.active is not None else "")
+                 + f" = {self.world_size} ranks, master {self.master_addr or '?'}:{self.master_port}"]
         for p in self.problems:
             lines.append(f"# {p.severity.upper()}: {p}")
         for name, content in self.files.items():
@@ -176,25 +180,52 @@ def _is_ip(addr: str) -> bool:
         return False
 
 
+def _filter_problems(plan: Plan, launcher: str, include: str, exclude: str) -> list[Problem]:
+    """Resolve --include/--exclude as DeepSpeed does (sets ``plan.active``); what the backend refuses."""
+    from .hostfile import HostfileError, resolve
+
+    if not launcher.startswith("deepspeed"):
+        return [Problem("error", f"--include/--exclude are deepspeed launcher flags, not {launcher}'s",
+                        "start the launcher only on the nodes you want, with the GPU count you want")]
+    if launcher in ("deepspeed-openmpi", "deepspeed-mvapich"):
+        backend = launcher.split("-")[1]
+        return [Problem("error", f"the {backend} backend refuses --include/--exclude (DeepSpeed: 'does not support "
+                                 "worker include/exclusion')", "list only the wanted hosts and slots in the hostfile")]
+    try:
+        plan.active = resolve({h: plan.gpus_per_node for h in plan.hosts[:plan.nodes]}, include, exclude)
+    except HostfileError as e:
+        return [Problem("error", f"--include/--exclude: {e}", "name hosts from the hostfile and GPU ids below slots")]
+    if launcher == "deepspeed-slurm":  # SlurmRunner.validate_active_resources
+        counts = {len(s) for s in plan.active.values()}
+        if any(list(s) != list(range(len(s))) for s in plan.active.values()) or len(counts) > 1:
+            return [Problem("error", "srun cannot pin particular GPU ids or give hosts different GPU counts",
+                            "filter whole hosts, or keep the first N GPUs on every host")]
+    return []
+
+
 def build_plan(launcher: str, nodes: int, gpus_per_node: int, master_addr: str = "", master_port: int = DEFAULT_PORT,
                hosts: list[str] | None = None, script: str = "train.py", script_args: list[str] | None = None,
                module: bool = False, python: str | None = None, hostfile: str = "hostfile",
                env: dict | None = None, zero_stage: int = 2, job_name: str = "ds-train",
-               same_machine: bool = False) -> Plan:
+               same_machine: bool = False, include: str = "", exclude: str = "") -> Plan:
     """The commands (and files) that start ``script`` on ``nodes`` × ``gpus_per_node`` ranks.
 
     ``hosts`` defaults to ``worker-1 .. worker-N``. ``python`` replaces the ``torchrun``/``deepspeed``/``accelerate``
     entry points with ``python -m ...`` (what the notebook's real run uses); ``module`` runs ``script`` as
     ``python -m script``. ``env`` is shown as ``.deepspeed_env`` for the DeepSpeed launchers that forward it,
-    and as exports for the others.
+    and as exports for the others. ``include``/``exclude`` (DeepSpeed launchers only) are resolved against the
+    hostfile exactly as DeepSpeed resolves them, with the backends' own restrictions.
     """
     hosts = list(hosts) if hosts else [f"worker-{i + 1}" for i in range(max(nodes, 0))]
     script_args = list(script_args or [])
     env = dict(env or {})
     problems = validate(launcher, nodes, gpus_per_node, master_addr, master_port, hosts, same_machine)
     plan = Plan(launcher, nodes, gpus_per_node, hosts, master_addr, master_port, [], {}, problems, [])
+    if (include or exclude) and not any(p.severity == "error" for p in problems):
+        problems += _filter_problems(plan, launcher, include, exclude)
     if any(p.severity == "error" for p in problems):
         return plan
+    flt = (["--include", include] if include else []) + (["--exclude", exclude] if exclude else [])
     hostfile_text = "".join(f"{h} slots={gpus_per_node}\n" for h in hosts[:nodes])
     ds = [python, "-m", "deepspeed.launcher.runner"] if python else ["deepspeed"]
     tr = [python, "-m", "torch.distributed.run"] if python else ["torchrun"]
@@ -209,8 +240,8 @@ def build_plan(launcher: str, nodes: int, gpus_per_node: int, master_addr: str =
         if env and launcher != "deepspeed-nossh":
             plan.files[".deepspeed_env"] = "".join(f"{k}={v}\n" for k, v in env.items())
     if launcher == "deepspeed":
-        plan.commands.append(NodeCommand(f"on node 0 ({hosts[0]}), once", [*ds, "--hostfile", hostfile, *addr, *port,
-                                                                           *target]))
+        plan.commands.append(NodeCommand(f"on node 0 ({hosts[0]}), once", [*ds, "--hostfile", hostfile, *flt, *addr,
+                                                                           *port, *target]))
         plan.notes += ["pdsh starts 'cd <this directory>; <this python> -u -m deepspeed.launcher.launch "
                        "--node_rank=%n ...' on every host over SSH: the same python path, the same directory and "
                        "passwordless SSH from node 0 to every host (itself included) are required",
@@ -220,7 +251,8 @@ def build_plan(launcher: str, nodes: int, gpus_per_node: int, master_addr: str =
         backend = launcher.split("-")[1]
         plan.commands.append(NodeCommand(f"on node 0 ({hosts[0]}), once" if backend != "slurm"
                                          else "inside the Slurm allocation (salloc/sbatch), once",
-                                         [*ds, "--hostfile", hostfile, "--launcher", backend, *addr, *port, *target]))
+                                         [*ds, "--hostfile", hostfile, "--launcher", backend, *flt, *addr, *port,
+                                          *target]))
         if backend in ("openmpi", "mvapich"):
             plan.notes.append(f"the {backend} backend refuses --include/--exclude/--num_nodes/--num_gpus: "
                               "edit the hostfile instead; it runs one process per slot itself (no local launcher)")
@@ -230,10 +262,10 @@ def build_plan(launcher: str, nodes: int, gpus_per_node: int, master_addr: str =
         if backend == "slurm":
             plan.notes.append("srun starts the ranks; DeepSpeed passes --export=ALL plus .deepspeed_env")
     elif launcher == "deepspeed-nossh":
-        for i in range(nodes):
-            plan.commands.append(NodeCommand(f"on node {i} ({hosts[i]})",
-                                             [*ds, "--hostfile", hostfile, "--no_ssh", "--node_rank", str(i), *addr,
-                                              *port, *target], dict(env)))
+        for i, host in enumerate(plan.active if plan.active is not None else hosts[:nodes]):
+            plan.commands.append(NodeCommand(f"on node {i} ({host})",
+                                             [*ds, "--hostfile", hostfile, *flt, "--no_ssh", "--node_rank", str(i),
+                                              *addr, *port, *target], dict(env)))
         plan.notes.append("no SSH: start the same command on every node with its own --node_rank (the hostfile must "
                           "be the same everywhere); .deepspeed_env is NOT read on this path: export variables yourself")
     elif launcher == "torchrun":

@@ -34,13 +34,17 @@ class LaunchCommandBuilder:
         self.hosts = w.Text(value=hosts, placeholder="worker-1,worker-2 (留空自动命名)", description="主机名",
                             style=STYLE, layout=w.Layout(width="520px"))
         self.script = w.Text(value=script, description="训练脚本", style=STYLE, layout=w.Layout(width="520px"))
+        self.include = w.Text(value="", placeholder="worker-1@worker-2:0,1（仅 deepspeed）", description="--include",
+                              style=STYLE, layout=w.Layout(width="520px"))
+        self.exclude = w.Text(value="", placeholder="worker-2:0（仅 deepspeed）", description="--exclude",
+                              style=STYLE, layout=w.Layout(width="520px"))
         self.report = w.HTML()
         self.output = w.HTML()
         self.controls = [self.launcher, self.nodes, self.gpus_per_node, self.master_addr, self.master_port,
-                         self.hosts, self.script]
+                         self.hosts, self.script, self.include, self.exclude]
         for c in self.controls:
             c.observe(lambda change: self._update(), names="value")
-        self.widget = w.VBox([w.HBox([w.VBox([self.launcher, self.hosts, self.script]),
+        self.widget = w.VBox([w.HBox([w.VBox([self.launcher, self.hosts, self.script, self.include, self.exclude]),
                                       w.VBox([self.nodes, self.gpus_per_node, self.master_addr, self.master_port])]),
                               self.report, self.output])
         self.plan = None
@@ -64,12 +68,15 @@ class LaunchCommandBuilder:
             return
         self.plan = build_plan(self.launcher.value, self.nodes.value, self.gpus_per_node.value,
                                self.master_addr.value.strip(), self.master_port.value, hosts=hosts,
-                               script=parts[0], script_args=parts[1:])
+                               script=parts[0], script_args=parts[1:], include=self.include.value.strip(),
+                               exclude=self.exclude.value.strip())
         items = "".join(f'<li style="color:{"#b00020" if p.severity == "error" else "#8a6d00"}">'
                         f"{'❌' if p.severity == 'error' else '⚠'} {html.escape(str(p))}</li>"
                         for p in self.plan.problems)
         if self.plan.ok:
-            head = (f"<p>✅ {self.plan.world_size} 个 rank（{self.plan.nodes} 节点 × {self.plan.gpus_per_node} GPU），"
+            shape = (f"{self.plan.nodes} 节点 × {self.plan.gpus_per_node} GPU" if self.plan.active is None
+                     else f"过滤后 {len(self.plan.active)} 个节点")
+            head = (f"<p>✅ {self.plan.world_size} 个 rank（{shape}），"
                     f"{len(self.plan.commands)} 条命令。</p>")
         else:
             head = "<p>❌ 这样启动不起来：</p>"

@@ -185,7 +185,8 @@ for line in ["NCCL_SOCKET_IFNAME=eth1\n", "NCCL_DEBUG=INFO\n", "\n"]:
 #
 # ### 交互：启动命令生成器
 #
-# 选择启动方式、节点数、每节点 GPU 数、master 地址和端口，下面给出每个节点的命令；输入有问题时给出原因和修法，不给命令。
+# 选择启动方式、节点数、每节点 GPU 数、master 地址和端口（deepspeed 启动器还可以填 `--include/--exclude`，按 DeepSpeed 的规则解析），
+# 下面给出每个节点的命令；输入有问题时给出原因和修法，不给命令。
 # 在静态网页里控件需要内核才能响应；在 Colab 或 Jupyter 里运行本 notebook 即可交互。
 
 # %%
@@ -198,7 +199,9 @@ builder.widget
 # The same builder driven from code, as a reader would click it.
 for values in ({"launcher": "deepspeed-nossh", "nodes": 3}, {"master_addr": "127.0.0.1"},
                {"master_addr": "10.0.0.1", "hosts": "gpu-a,gpu-a,gpu-b"}, {"hosts": "", "master_port": 80},
-               {"master_port": 29500, "launcher": "accelerate", "nodes": 4, "gpus_per_node": 4}):
+               {"master_port": 29500, "launcher": "accelerate", "nodes": 4, "gpus_per_node": 4},
+               {"launcher": "deepspeed", "include": "worker-1@worker-3:0,1"}, {"launcher": "deepspeed-openmpi"},
+               {"launcher": "torchrun"}, {"include": "", "nodes": 2, "gpus_per_node": 8}):
     plan = builder.set(**values)
     verdict = "ok" if plan.ok else "refused"
     print(f"{values} -> {verdict}: {plan.world_size} ranks, {len(plan.commands)} command(s)")
