@@ -2,7 +2,7 @@
 
 :func:`show` emits the figure as HTML with a deterministic element id (nbval compares outputs) and
 draws it with the page's ``Plotly`` when there is one: the book ships plotly.js itself (copied from
-the plotly package by ``_config.yml``), so the built HTML loads nothing from the network. Where the
+the plotly package by ``book/_ext/vendor_assets.py``), so the built HTML loads nothing from the network. Where the
 page has no Plotly (Colab, a fresh Jupyter) the output loads the same plotly.js version from its CDN.
 """
 
@@ -149,13 +149,14 @@ def memory_explorer(presets: list[str] | None = None, gpu_counts=(1, 2, 4, 8, 16
     buttons = [dict(label=p, method="restyle", args=[{"visible": [index[i][0] == p for i in range(len(fig.data))]}])
                for p in presets]
     fig.add_hline(y=gpu_memory_gb, line_dash="dash", line_color="#888",
-                  annotation_text=f"{gpu_memory_gb:g} GB GPU", annotation_position="top left")
+                  annotation_text=f"{gpu_memory_gb:g} GB GPU", annotation_position="top right")
     fig.update_layout(barmode="stack", template="plotly_white", yaxis_title="GB per GPU (10^9 bytes)",
                       title=dict(text=f"每张 GPU 的显存（{formula} 公式 + 激活值，序列 {seq}，micro-batch {micro_batch}）",
                                  y=0.98, font_size=15),
                       sliders=[_slider(steps, list(gpu_counts).index(gpus), "GPU 总数（每节点 8 张）：")],
                       updatemenus=[_dropdown(buttons, presets.index(preset))],
-                      legend=dict(orientation="v", x=1.02, y=1, font_size=11), margin=dict(t=120, b=40, l=60, r=20))
+                      legend=dict(orientation="v", x=1.02, xanchor="left", y=1, font_size=11),
+                      margin=dict(t=120, b=40, l=60, r=210))  # room for the legend: plotly measures CJK text short
     return Figure(fig, name, height=560)
 
 
