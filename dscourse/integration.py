@@ -10,6 +10,7 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -81,22 +82,40 @@ def max_rel_diff(a: dict, b: dict) -> float:
 
 
 def consolidate(checkpoint_dir: str | Path, tag: str | None = None) -> dict:
-    """The fp32 state dict that DeepSpeed's ``zero_to_fp32`` rebuilds from every rank's shards."""
+    """The fp32 state dict that DeepSpeed's ``zero_to_fp32`` rebuilds from every rank's shards (quietly:
+    it prints its progress, with timings, which a notebook must not show)."""
+    import contextlib
+    import io
+
     from deepspeed.utils.zero_to_fp32 import get_fp32_state_dict_from_zero_checkpoint
 
-    return get_fp32_state_dict_from_zero_checkpoint(str(checkpoint_dir), tag=tag)
+    with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
+        return get_fp32_state_dict_from_zero_checkpoint(str(checkpoint_dir), tag=tag)
+
+
+class ZeroToFp32Error(RuntimeError):
+    """``zero_to_fp32.py`` failed; the message ends with the script's own last error line."""
 
 
 def run_zero_to_fp32(checkpoint_dir: str | Path, output_dir: str | Path, tag: str | None = None,
-                     timeout: float = 300) -> dict[str, int]:
+                     safe_serialization: bool = False, timeout: float = 300) -> dict[str, int]:
     """Run the ``zero_to_fp32.py`` that DeepSpeed copied into the checkpoint, as a reader would; its files."""
     checkpoint_dir, output_dir = Path(checkpoint_dir), Path(output_dir)
     cmd = [sys.executable, str(checkpoint_dir / "zero_to_fp32.py"), str(checkpoint_dir), str(output_dir)]
     if tag:
         cmd += ["--tag", tag]
+    if safe_serialization:
+        cmd.append("--safe_serialization")
     done = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
     if done.returncode != 0:
-        raise RuntimeError(f"zero_to_fp32.py failed ({done.returncode}):\n{done.stderr[-2000:]}")
+        lines = [ln.strip() for ln in done.stderr.splitlines() if ln.strip()]
+        shared = next((ln for ln in lines if "share memory" in ln), None)
+        if shared:  # safetensors names the tensors as a Python set: sort them so the message is stable
+            names = ", ".join(sorted(set(re.findall(r"'([^']+)'", shared))))
+            cause = f"safetensors refuses tensors that share memory ({names}); use the default pytorch_model.bin"
+        else:
+            cause = next((ln for ln in reversed(lines) if "Error" in ln), lines[-1] if lines else "no output")
+        raise ZeroToFp32Error(f"zero_to_fp32.py exited with {done.returncode}: {cause}")
     return {f.name: f.stat().st_size for f in sorted(output_dir.iterdir()) if f.is_file()}
 
 
@@ -147,8 +166,9 @@ def readable_command(cmd: list[str], strip: tuple[str | Path, ...] = ()) -> str:
     names = {"torch.distributed.run": "torchrun", "deepspeed.launcher.runner": "deepspeed",
              "accelerate.commands.launch": "accelerate launch"}
     words = list(cmd)
+    program = []
     if words[:2] == [sys.executable, "-m"] and words[2] in names:
-        words = [names[words[2]], *words[3:]]
+        program, words = [names[words[2]]], words[3:]
     roots = [str(p).rstrip("/") + "/" for p in (*strip, package_path().parent)]
     shown, skip = [], False
     for word in words:
@@ -163,4 +183,4 @@ def readable_command(cmd: list[str], strip: tuple[str | Path, ...] = ()) -> str:
         for root in roots:
             word = word.replace(root, "")
         shown.append(word)
-    return shlex.join(shown)
+    return " ".join(program + [shlex.join(shown)])

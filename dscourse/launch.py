@@ -43,15 +43,17 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def launcher_command(module: str, args: list[str], nproc: int, launcher: str = "torchrun",
+def launcher_command(module: str, args: list[str], nproc: int | None, launcher: str = "torchrun",
                      port: int | None = None, launcher_args: list[str] = ()) -> list[str]:
     """The command line that starts ``python -m module args`` on ``nproc`` local ranks.
 
     ``launcher_args`` go to the launcher itself (``--use_deepspeed --zero_stage 2``, ``--config_file F``).
     ``accelerate`` is given the module's file, as a reader gives it ``train.py``; its ``--num_processes``
-    comes from ``nproc`` unless ``launcher_args`` name it.
+    comes from ``nproc`` unless ``launcher_args`` name it, or ``nproc`` is None (accelerate then decides).
     """
-    if nproc < 1:
+    if nproc is None and launcher != "accelerate":
+        raise ValueError(f"{launcher} needs a number of processes; only accelerate can decide it itself")
+    if nproc is not None and nproc < 1:
         raise ValueError(f"need at least one process, not {nproc}")
     port = port or free_port()
     if launcher == "torchrun":
@@ -65,20 +67,23 @@ def launcher_command(module: str, args: list[str], nproc: int, launcher: str = "
         import importlib.util
 
         script = importlib.util.find_spec(module).origin
-        nprocs = [] if any(a.startswith("--num_processes") for a in launcher_args) else [f"--num_processes={nproc}"]
+        named = nproc is None or any(a.startswith("--num_processes") for a in launcher_args)
+        nprocs = [] if named else [f"--num_processes={nproc}"]
         return [sys.executable, "-m", "accelerate.commands.launch", *launcher_args, *nprocs,
                 f"--main_process_port={port}", script, *args]
     raise ValueError(f"unknown launcher {launcher!r}: use one of {LAUNCHERS}")
 
 
-def run_ranks(module: str, args: list[str], nproc: int = 2, launcher: str = "torchrun",
+def run_ranks(module: str, args: list[str], nproc: int | None = 2, launcher: str = "torchrun",
               timeout: float = 300, env: dict | None = None, out_dir: str | Path | None = None,
               launcher_args: list[str] = (), expect_ranks: int | None = None) -> LaunchResult:
     """Run ``module`` on ``nproc`` ranks; return the ``rank<N>.json`` each wrote to ``--out``.
 
     ``expect_ranks``: how many results to expect when the launcher decides the number of processes
-    itself (``accelerate launch`` without ``--num_processes``); default ``nproc``.
+    itself (``accelerate launch`` with ``nproc=None``); default ``nproc``.
     """
+    if nproc is None and expect_ranks is None:
+        raise ValueError("with nproc=None (the launcher decides), say how many results to expect: expect_ranks")
     out = Path(out_dir) if out_dir else Path(tempfile.mkdtemp(prefix="dscourse-"))
     out.mkdir(parents=True, exist_ok=True)
     for old in out.glob("rank*.json"):

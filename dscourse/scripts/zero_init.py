@@ -1,8 +1,8 @@
 """Build a model three ways under a ZeRO-3 config and check what each rank holds and whether the loss is sane.
 
-    torchrun --nproc_per_node 2 -m dscourse.scripts.zero_init --build from_config --out results/
+    torchrun --nproc_per_node 2 -m dscourse.scripts.zero_init --build plain from_config zero_init --out results/
 
-``--build``:
+``--build`` (one or more, run one after the other):
   ``plain``        ``GPT2LMHeadModel(config)``: the whole model on every rank until ``deepspeed.initialize``.
   ``from_config``  ``AutoModelForCausalLM.from_config(config)`` after ``HfDeepSpeedConfig``: transformers builds
                    it inside ``deepspeed.zero.Init`` (partitioned as it is built) and then initialises the
@@ -10,7 +10,7 @@
   ``zero_init``    ``with deepspeed.zero.Init(): GPT2LMHeadModel(config)``, as DeepSpeed's docs show for a
                    custom model: partitioned too, but the model's own weight init runs on empty shards.
 Each rank reports the parameter elements it holds after construction (its shard, when partitioned), the standard deviation of the
-word embeddings (gathered) and the loss of the first step; rank 0 prints them.
+word embeddings (gathered) and the loss of the first step, by build; rank 0 prints them.
 """
 
 from __future__ import annotations
@@ -32,7 +32,7 @@ def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter,
                                 epilog=__doc__.split("\n\n", 2)[2])
-    p.add_argument("--build", required=True, choices=BUILDS)
+    p.add_argument("--build", required=True, nargs="+", choices=BUILDS)
     p.add_argument("--shape", default="gpt2-tiny", choices=sorted(s for s in SHAPES if s.startswith("gpt2")))
     p.add_argument("--micro-batch", type=int, default=2)
     p.add_argument("--seed", type=int, default=0)
@@ -41,27 +41,20 @@ def parse_args(argv=None):
     return p.parse_args(argv)
 
 
-def main(argv=None) -> int:
-    args = parse_args(argv)
+def one_build(build: str, config, ds_config: dict, shape, args, rank: int) -> dict:
+    """Build the model one way, train one step, and say what each rank held and how the step went."""
+    import gc
+
     import deepspeed
     import torch
     from transformers import AutoModelForCausalLM, GPT2LMHeadModel
-    from transformers.integrations import HfDeepSpeedConfig
 
-    from dscourse.config import build_config
-    from dscourse.models import SHAPES, build_model, synthetic_batch
+    from dscourse.models import synthetic_batch
 
     torch.manual_seed(args.seed)
-    deepspeed.init_distributed(dist_backend="nccl" if torch.cuda.is_available() else "gloo")
-    rank, world = torch.distributed.get_rank(), torch.distributed.get_world_size()
-    shape = SHAPES[args.shape]
-    ds_config = build_config(3, micro_batch=args.micro_batch, world_size=world)
-    config = build_model(shape).config  # the same GPT2Config every way (built once, unpartitioned)
-
-    keep_alive = HfDeepSpeedConfig(ds_config)  # noqa: F841 - transformers looks it up through a weak reference
-    if args.build == "plain":
+    if build == "plain":
         model = GPT2LMHeadModel(config)
-    elif args.build == "from_config":
+    elif build == "from_config":
         model = AutoModelForCausalLM.from_config(config)
     else:
         with deepspeed.zero.Init(config_dict_or_path=ds_config):
@@ -79,12 +72,39 @@ def main(argv=None) -> int:
     loss = engine(input_ids=ids, labels=ids).loss
     engine.backward(loss)
     engine.step()
-    result = {"rank": rank, "build": args.build, "held_after_build": held, "full_params": full,
-              "wte_std": wte_std, "initializer_range": config.initializer_range, "first_loss": loss.item(),
+    result = {"held_after_build": held, "full_params": full, "wte_std": wte_std,
+              "initializer_range": config.initializer_range, "first_loss": loss.item(),
               "uniform_loss": math.log(shape.vocab)}
     if rank == 0:
-        print(f"{args.build}: held {held:,} of {full:,} elements after construction, "
+        print(f"{build}: held {held:,} of {full:,} elements after construction, "
               f"wte std {wte_std:.3f}, first loss {loss.item():.3f}", flush=True)
+    engine.destroy()
+    del engine, model
+    gc.collect()
+    return result
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    import deepspeed
+    import torch
+    from transformers.integrations import HfDeepSpeedConfig
+
+    from dscourse.config import build_config
+    from dscourse.models import SHAPES, build_model
+
+    torch.manual_seed(args.seed)
+    deepspeed.init_distributed(dist_backend="nccl" if torch.cuda.is_available() else "gloo")
+    rank, world = torch.distributed.get_rank(), torch.distributed.get_world_size()
+    shape = SHAPES[args.shape]
+    ds_config = build_config(3, micro_batch=args.micro_batch, world_size=world)
+    config = build_model(shape).config  # the same GPT2Config every way (built once, unpartitioned)
+
+    keep_alive = HfDeepSpeedConfig(ds_config)  # noqa: F841 - transformers looks it up through a weak reference
+    builds = {}
+    for build in args.build:
+        builds[build] = one_build(build, config, ds_config, shape, args, rank)
+    result = {"rank": rank, "builds": builds}
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     (out / f"rank{rank}.json").write_text(json.dumps(result, indent=1))
