@@ -27,6 +27,12 @@ from dscourse.launch import LaunchError, run_ranks  # noqa: E402
 from dscourse.provenance import environment  # noqa: E402
 
 
+def threads(gpus: int) -> int:
+    """CPU threads per rank: the machine's cores shared by the ranks (DeepSpeedCPUAdam and the host copies
+    use them; run_ranks' default of 1 would make every offloaded optimizer step single-threaded)."""
+    return max(1, (os.cpu_count() or 1) // max(1, gpus))
+
+
 def filesystem(path: str) -> str:
     try:
         return subprocess.run(["df", "-hT", path], capture_output=True, text=True, timeout=10).stdout.strip()
@@ -66,7 +72,8 @@ def main(argv=None) -> int:
         try:
             res = run_ranks("dscourse.scripts.checkpoint_save",
                             ["--shape", args.shape, "--stage", str(stage), "--repeats", str(args.repeats),
-                             "--dir", str(Path(ckpt_dir) / f"zero{stage}")], nproc=args.gpus, timeout=args.timeout)
+                             "--dir", str(Path(ckpt_dir) / f"zero{stage}")], nproc=args.gpus, timeout=args.timeout,
+                            env={"OMP_NUM_THREADS": str(threads(args.gpus))})
             run["ranks"] = res.ranks
         except LaunchError as e:
             run["error"] = str(e)[-3000:]

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -22,6 +23,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from dscourse.launch import LaunchError, run_ranks  # noqa: E402
 from dscourse.provenance import environment  # noqa: E402
 
+
+def threads(gpus: int) -> int:
+    """CPU threads per rank: the machine's cores shared by the ranks (DeepSpeedCPUAdam and the host copies
+    use them; run_ranks' default of 1 would make every offloaded optimizer step single-threaded)."""
+    return max(1, (os.cpu_count() or 1) // max(1, gpus))
+
+
 VARIANTS = [  # (stage, offload_optimizer, offload_param)
     (0, "none", "none"), (1, "none", "none"), (2, "none", "none"), (3, "none", "none"),
     (1, "cpu", "none"), (2, "cpu", "none"), (3, "cpu", "none"), (3, "cpu", "cpu"),
@@ -29,7 +37,7 @@ VARIANTS = [  # (stage, offload_optimizer, offload_param)
 
 
 def provenance() -> dict:
-    return {**environment(), "precision": "bf16",
+    return {**environment(), "cpu_count": os.cpu_count(), "precision": "bf16",
             "optimizer": "torch.optim.AdamW via DeepSpeed torch_adam (same state bytes as FusedAdam)",
             "buckets": "DeepSpeed defaults", "script": "benchmarks/gpu_memory.py"}
 
@@ -42,8 +50,11 @@ def main(argv=None) -> int:
     p.add_argument("--gpus", type=int, default=1)
     p.add_argument("--steps", type=int, default=3)
     p.add_argument("--timeout", type=float, default=300)
+    p.add_argument("--threads", type=int, default=None,
+                   help="OMP_NUM_THREADS per rank (default: the cores shared by the ranks; memory does not depend on it)")
     p.add_argument("--out", required=True)
     args = p.parse_args(argv)
+    args.threads = args.threads or threads(args.gpus)
 
     out = Path(args.out)
     data = json.loads(out.read_text()) if out.exists() else {"provenance": provenance(), "runs": []}
@@ -58,7 +69,8 @@ def main(argv=None) -> int:
                     res = run_ranks("dscourse.scripts.zero_memory",
                                     ["--shape", shape, "--stage", str(stage), "--offload-optimizer", oo,
                                      "--offload-param", op, "--micro-batch", str(mb), "--steps", str(args.steps)],
-                                    nproc=args.gpus, timeout=args.timeout)
+                                    nproc=args.gpus, timeout=args.timeout,
+                                    env={"OMP_NUM_THREADS": str(args.threads)})
                     run["ranks"] = res.ranks
                 except LaunchError as e:
                     run["error"] = str(e)[-3000:]

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -23,6 +24,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from dscourse.launch import LaunchError, run_ranks  # noqa: E402
 from dscourse.provenance import environment  # noqa: E402
+
+
+def threads(gpus: int) -> int:
+    """CPU threads per rank: the machine's cores shared by the ranks (DeepSpeedCPUAdam and the host copies
+    use them; run_ranks' default of 1 would make every offloaded optimizer step single-threaded)."""
+    return max(1, (os.cpu_count() or 1) // max(1, gpus))
+
 
 VARIANTS = [  # (stage, offload_optimizer, offload_param)
     (0, "none", "none"), (1, "none", "none"), (2, "none", "none"), (3, "none", "none"),
@@ -41,10 +49,11 @@ def provenance(args) -> dict:
     return {**environment(), "script": "benchmarks/throughput_gpu.py",
             "command": " ".join(["python3", "benchmarks/throughput_gpu.py", *sys.argv[1:]]),
             "shape": args.shape, "shape_spec": SHAPES[args.shape].as_dict(), "seq": SHAPES[args.shape].seq,
-            "gpus": args.gpus, "precision": "bf16", "warmup_steps": args.warmup, "timed_steps": args.steps,
+            "gpus": args.gpus, "omp_threads_per_rank": threads(args.gpus), "cpu_count": os.cpu_count(),
+            "precision": "bf16", "warmup_steps": args.warmup, "timed_steps": args.steps,
             "optimizer": "offload variants: DeepSpeedCPUAdam (AdamW); others: torch.optim.AdamW on the GPU; "
                          "gradient_clipping 1.0",
-            "zero_config": "DeepSpeed defaults (buckets, prefetch, persistence), pin_memory false",
+            "zero_config": "DeepSpeed defaults (buckets, prefetch, persistence); pin_memory as each run says",
             "data": "random token ids, a new batch every micro-step", "dry_run": args.dry_run}
 
 
@@ -62,6 +71,7 @@ def main(argv=None) -> int:
     p.add_argument("--point-budget", type=float, default=20, help="seconds of timed steps per grid point at most")
     p.add_argument("--timeout", type=float, default=400, help="seconds per launch")
     p.add_argument("--total-budget", type=float, default=0, help="stop launching after this many seconds (0: none)")
+    p.add_argument("--pin-memory", action="store_true", help="pin_memory: true for the offloaded tensors")
     p.add_argument("--dry-run", action="store_true", help="tiny model, 1 timed step: a CPU smoke test")
     p.add_argument("--out", required=True)
     args = p.parse_args(argv)
@@ -76,7 +86,8 @@ def main(argv=None) -> int:
     variants = VARIANTS if args.variants == "all" else [parse_variant(v) for v in args.variants.split(",")]
     t_start = time.time()
     for stage, oo, op in variants:
-        run = {"shape": args.shape, "stage": stage, "offload_optimizer": oo, "offload_param": op, "gpus": args.gpus}
+        run = {"shape": args.shape, "stage": stage, "offload_optimizer": oo, "offload_param": op, "gpus": args.gpus,
+               "pin_memory": args.pin_memory}
         if args.total_budget and time.time() - t_start > args.total_budget:
             run["error"] = "not run: the total budget was spent"
             data["runs"].append(run)
@@ -88,8 +99,10 @@ def main(argv=None) -> int:
                             ["--shape", args.shape, "--stage", str(stage), "--offload-optimizer", oo,
                              "--offload-param", op, "--micro-batches", *map(str, args.micro_batches),
                              "--grad-accum", *map(str, args.grad_accum), "--warmup", str(args.warmup),
-                             "--steps", str(args.steps), "--point-budget", str(args.point_budget)],
-                            nproc=args.gpus, timeout=args.timeout)
+                             "--steps", str(args.steps), "--point-budget", str(args.point_budget)]
+                            + (["--pin-memory"] if args.pin_memory else []),
+                            nproc=args.gpus, timeout=args.timeout,
+                            env={"OMP_NUM_THREADS": str(threads(args.gpus))})
             run["ranks"] = res.ranks
         except LaunchError as e:
             run["error"] = str(e)[-3000:]
@@ -100,7 +113,7 @@ def main(argv=None) -> int:
         summary = " ".join(f"mb{q['micro_batch']}x{q['grad_accum']}:"
                            + (f"{q['tokens_per_second']:,.0f}" if "tokens_per_second" in q else "OOM" if "oom" in q
                               else "-") for q in points)
-        print(f"ZeRO-{stage} oo={oo} op={op} tokens/s {summary} "
+        print(f"ZeRO-{stage} oo={oo} op={op}{' pinned' if args.pin_memory else ''} tokens/s {summary} "
               f"{('ERROR ' + run['error'][-400:]) if 'error' in run else ''} ({run['wall_seconds']} s)", flush=True)
     return 0
 

@@ -42,6 +42,7 @@ def parse_args(argv=None):
     p.add_argument("--point-budget", type=float, default=0, help="seconds of timed steps per point (0: no limit)")
     p.add_argument("--optimizer", default="auto", choices=["auto", "torch", "cpu_adam"],
                    help="auto: DeepSpeedCPUAdam when the optimizer is offloaded, torch.optim.AdamW otherwise")
+    p.add_argument("--pin-memory", action="store_true", help="pin_memory: true for the offloaded tensors")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", required=True, help="folder for rank<N>.json")
     p.add_argument("--local_rank", type=int, default=None, help=argparse.SUPPRESS)  # the deepspeed launcher
@@ -70,6 +71,9 @@ def main(argv=None) -> int:
     cfg = build_config(args.stage, micro_batch=1, world_size=world, offload_optimizer=args.offload_optimizer,
                        offload_param=args.offload_param, torch_adam=optimizer == "torch", lr=1e-4)
     cfg["gradient_clipping"] = 1.0
+    for key in ("offload_optimizer", "offload_param"):
+        if key in cfg["zero_optimization"]:
+            cfg["zero_optimization"][key]["pin_memory"] = bool(args.pin_memory)
     shape = SHAPES[args.shape]
     model = build_model(shape)
     params = count_params(model)[0]
@@ -103,12 +107,13 @@ def main(argv=None) -> int:
         if cuda:
             torch.cuda.empty_cache()
             torch.cuda.reset_peak_memory_stats()
-        steps, phases = [], {"forward": [], "backward": [], "step": []}
+        steps, phases, updates = [], {"forward": [], "backward": [], "step": []}, []
         t_point = time.perf_counter()
         try:
             for step in range(args.warmup + args.steps):
                 sync()
                 t0 = time.perf_counter()
+                update = 0.0
                 for micro in range(gas):
                     ids = synthetic_batch(shape, mb, data_step * world + rank, seed=args.seed, device=device)
                     data_step += 1
@@ -123,11 +128,13 @@ def main(argv=None) -> int:
                     engine.step()  # the optimizer really steps only at the accumulation boundary
                     sync()
                     d = time.perf_counter()
+                    update += d - c
                     if step >= args.warmup:
                         phases["forward"].append(b - a)
                         phases["backward"].append(c - b)
                         phases["step"].append(d - c)
                 steps.append(time.perf_counter() - t0)
+                updates.append(update)
                 loss_value = loss.item()
                 if (args.point_budget and step >= args.warmup
                         and time.perf_counter() - t_point > args.point_budget + sum(steps[:args.warmup])):
@@ -149,8 +156,8 @@ def main(argv=None) -> int:
             "step_seconds": [round(s, 6) for s in steps], "timed_steps": len(timed), "median_step_seconds": median,
             "tokens_per_second": point["tokens_per_step"] / median,
             "phase_median_seconds": {k: statistics.median(v) for k, v in phases.items() if v},
-            # the optimizer step of the last micro-step of an accumulation carries the update
-            "optimizer_step_seconds": statistics.median(phases["step"][gas - 1::gas]) if phases["step"] else None,
+            # engine.step() summed over the micro-steps of one optimizer step (only the boundary one updates)
+            "optimizer_step_seconds": statistics.median(updates[args.warmup:]),
             "model_tflops_per_gpu": 6 * params * point["tokens_per_step"] / median / world / 1e12,
             "cuda_peak": torch.cuda.max_memory_allocated() if cuda else None,
             "last_loss": loss_value,
@@ -163,7 +170,7 @@ def main(argv=None) -> int:
     result = {
         "rank": rank, "world_size": world, "shape": args.shape, "shape_spec": shape.as_dict(), "params": params,
         "stage": args.stage, "offload_optimizer": args.offload_optimizer, "offload_param": args.offload_param,
-        "optimizer": optimizer, "optimizer_class": type(engine.optimizer).__name__,
+        "optimizer": optimizer, "pin_memory": bool(args.pin_memory), "optimizer_class": type(engine.optimizer).__name__,
         "basic_optimizer": type(getattr(engine, "basic_optimizer", None)).__name__,
         "config": cfg, "init_seconds": init_seconds, "points": points,
         "device": torch.cuda.get_device_name() if cuda else "cpu",
