@@ -110,3 +110,37 @@ def count_engine_bytes(engine) -> dict:
     result = {dev: dict(cats) for dev, cats in totals.items()}
     result["paths"] = paths
     return result
+
+
+def count_fsdp_bytes(module, optimizer) -> dict:
+    """Bytes (and elements) held by this rank under PyTorch FSDP2, by device kind and category.
+
+    The same walk and the same categories as :func:`count_engine_bytes`, with each ``DTensor`` (FSDP2's
+    sharded parameters, their gradients and the optimizer state built from them) replaced by its local
+    shard. FSDP2's fp32 shards are both the parameters and the optimizer's master weights, so they count
+    as ``params``; a gathered bf16 copy that has been freed (storage of size 0) counts nothing.
+    Returns ``{"cpu": {"params": n, ...}, "elements": {"params": n, ...}, "paths": {...}}``.
+    """
+    from types import SimpleNamespace
+
+    from torch.distributed.tensor import DTensor
+
+    seen = set()
+    totals: dict = defaultdict(lambda: dict.fromkeys(CATEGORIES, 0))
+    elements = dict.fromkeys(CATEGORIES, 0)
+    paths = {}
+    for path, t in walk_tensors(SimpleNamespace(module=module, optimizer=optimizer)):
+        if isinstance(t, DTensor):
+            t = t.to_local()
+        key, nbytes = _storage_key(t)
+        if nbytes == 0 or key in seen or t.device.type == "meta":
+            continue
+        seen.add(key)
+        category = classify(path)
+        totals[t.device.type][category] += nbytes
+        elements[category] += nbytes // t.element_size()
+        paths[path] = (t.device.type, category, nbytes)
+    result = {dev: dict(cats) for dev, cats in totals.items()}
+    result["elements"] = elements
+    result["paths"] = paths
+    return result
