@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -26,6 +27,8 @@ def parse_args(argv=None):
     p.add_argument("--micro-batch", type=int, default=2, help="the DataLoader's batch size, per process")
     p.add_argument("--lr", type=float, default=1e-3)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--cpu-as-is", action="store_true",
+                   help="on a CPU, leave Accelerate's FSDP handling as it is (it then does not shard)")
     p.add_argument("--out", required=True)
     args = p.parse_args(argv)
     if args.steps < 1 or args.micro_batch < 1:
@@ -46,8 +49,15 @@ def main(argv=None) -> int:
         # Without a GPU, Accelerate 1.15 picks no backend for a DeepSpeed launch and counts one process
         # although DeepSpeed runs on all of them; naming gloo makes both agree. Nothing changes on a GPU.
         from accelerate import PartialState
+        from accelerate.utils import DistributedType
 
-        PartialState(backend="gloo")
+        state = PartialState(backend="gloo")
+        if (os.environ.get("ACCELERATE_USE_FSDP", "false").lower() == "true" and not args.cpu_as_is
+                and state.distributed_type == DistributedType.NO and state.num_processes > 1):
+            # Accelerate 1.15 applies FSDP only to accelerator devices (MULTI_GPU, ...): on a CPU it would
+            # silently train one unsharded copy per process. Declaring the gloo processes multi-device makes it
+            # shard as it does on GPUs (FSDP2 then builds its mesh on the CPU). --cpu-as-is shows the default.
+            state.distributed_type = DistributedType.MULTI_GPU
     accelerator = Accelerator()
     set_seed(args.seed)
     shape = SHAPES[args.shape]
@@ -74,6 +84,14 @@ def main(argv=None) -> int:
               "zero_stage": model.zero_optimization_stage() if hasattr(model, "zero_optimization_stage") else None,
               "optimizer_class": type(getattr(model, "optimizer", optimizer)).__name__,
               "ds_config": plugin.deepspeed_config if plugin else None}
+    if str(accelerator.distributed_type).endswith("FSDP"):
+        from dscourse.accounting import count_fsdp_bytes
+
+        fsdp = accelerator.state.fsdp_plugin
+        held = count_fsdp_bytes(model, optimizer.optimizer)
+        result["fsdp"] = {"version": fsdp.fsdp_version, "reshard_after_forward": fsdp.reshard_after_forward,
+                          "offload": str(fsdp.cpu_offload), "mixed_precision": str(fsdp.mixed_precision_policy),
+                          "elements": held["elements"], "param_dtype": str(next(model.parameters()).dtype)}
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     (out / f"rank{accelerator.process_index}.json").write_text(json.dumps(result, indent=1, default=str))
