@@ -238,7 +238,7 @@ if not torch.cuda.is_available():
 # - 数值上 offload 什么也不改变：FSDP2 开不开 offload，loss 曲线相同。
 #
 # 所以原文"FSDP 的 Offload 能力稍弱"要说具体：FSDP2 只有全有或全无的 CPU offload，DeepSpeed 可以只 offload 优化器、
-# 可以 offload 到 NVMe，并带有专门的 CPU Adam。GPU 上两者各要多少显存、慢多少，见 4.1 节的显存账本和性能附录的实测。
+# 可以 offload 到 NVMe，并带有专门的 CPU Adam。GPU 上各要多少显存，见 4.1 节的显存账本。
 #
 # ## 5. 原文的 `accelerate config`：写成配置文件，真的启动
 #
@@ -291,7 +291,9 @@ as_is = run_ranks("dscourse.scripts.accelerate_train", ["--shape", SHAPE, "--ste
                   launcher="accelerate", launcher_args=["--config_file", str(fsdp_yaml), f"--num_processes={NPROC}"],
                   timeout=600, env=isolated, out_dir=WORK / "accelerate-as-is")
 for x in as_is.ranks:
-    print(f"rank {x['rank']}: {x['distributed_type']}, model {x['model_class']}, step-1 loss {x['losses']['1']:.4f}")
+    print(f"rank {x['rank']}: {x['distributed_type']}, model {x['model_class']}")
+print(f"the two ranks report the same losses: {as_is.ranks[0]['losses'] == as_is.ranks[1]['losses']} "
+      f"(under FSDP above: {acc.ranks[0]['losses'] == acc.ranks[1]['losses']})")
 if not torch.cuda.is_available():
     assert all(x["distributed_type"] == "DistributedType.NO" for x in as_is.ranks)
     assert as_is.ranks[0]["losses"] != as_is.ranks[1]["losses"]  # two independent models
@@ -318,9 +320,10 @@ rows = [["FSDP2 FULL_SHARD bf16", per_step(fs[0]["seconds_per_step"])],
 print(text_table(["run", "time per step"], rows))
 
 # %% [markdown]
-# 13.5 万参数的模型上，一步只有几十毫秒，时间主要花在框架自身的调度和 gloo 通信上，**不能**用来判断 GPU 上谁更快。
-# 能看出来的只是量级和方向：FSDP2 的每步开销比 DeepSpeed ZeRO-3 小（ZeRO-3 每步要维护参数的取用轨迹、预取队列和
-# 通信桶；它默认还会按 `reduce_bucket_size` 预先分配一个很大的归约缓冲区，4.1 节数过）。GPU 规模的吞吐对比见性能附录。
+# 13.5 万参数的模型上，一步只有几十毫秒，时间主要花在框架自身的调度（钩子、all-gather 的拼接、gloo 通信）上，
+# 两个框架在这里处于同一个量级，谁快谁慢随机器和运行而变，**不能**用来判断 GPU 上的吞吐。能稳定看出来的只有方向：
+# 切得越多（NO_SHARD → SHARD_GRAD_OP → FULL_SHARD）每步的通信越多；CPU offload 每步都要在"设备"和主机之间搬运分片。
+# GPU 规模的吞吐要在 GPU 上测（`dscourse/data/gpu_throughput_gpt2-350m.json` 是 H100 上 ZeRO 各阶段与 offload 的实测，本书没有测 FSDP）。
 #
 # ## 7. 选型：每条结论指向上面的单元
 #
