@@ -19,7 +19,8 @@ from .launch import run_ranks
 # FSDP1 name -> (what FSDP2 writes, the DeepSpeed setting it is compared with, what is sharded at rest).
 MAPPING = {
     "FULL_SHARD": ("fully_shard(m, reshard_after_forward=True)", "ZeRO-3", "params, grads, optimizer state"),
-    "SHARD_GRAD_OP": ("fully_shard(m, reshard_after_forward=False)", "ZeRO-2", "grads, optimizer state (+ params at rest)"),
+    "SHARD_GRAD_OP": ("fully_shard(m, reshard_after_forward=False)", "ZeRO-2",
+                      "grads, optimizer state (+ params at rest)"),
     "NO_SHARD": ("fully_shard(m, mesh=2-D (N, 1))", "ZeRO-0 (DDP)", "nothing"),
     "HYBRID_SHARD": ("fully_shard(m, mesh=2-D (replicas, shard))", "ZeRO-3 in groups (MiCS; ZeRO++ hpZ is close)",
                      "everything, within each shard group"),

@@ -2,11 +2,13 @@
 
     accelerate launch --use_deepspeed --zero_stage 2 --num_processes 2 accelerate_train.py --out results/
     accelerate launch --config_file accelerate_zero2.yaml accelerate_train.py --out results/
+    accelerate launch --config_file accelerate_fsdp.yaml accelerate_train.py --out results/
 
-The script knows nothing about DeepSpeed: ``Accelerator()`` reads what the launcher put in the
+The script knows nothing about DeepSpeed or FSDP: ``Accelerator()`` reads what the launcher put in the
 environment, and ``accelerator.prepare`` turns model and optimizer into a ``DeepSpeedEngine`` when the
-launch asked for DeepSpeed. Each rank writes what it really got (engine class, ZeRO stage, precision,
-the DeepSpeed config Accelerate generated) and the losses; rank 0 prints ``step N loss X``.
+launch asked for DeepSpeed, into an FSDP2-sharded model when it asked for FSDP. Each rank writes what it
+really got (engine class, ZeRO stage, precision, the DeepSpeed config Accelerate generated, or the FSDP
+settings and the elements each rank holds) and the losses; rank 0 prints ``step N loss X``.
 """
 
 from __future__ import annotations
