@@ -106,7 +106,9 @@ def test_trainer_zero3_offload_saves_resumes_and_reloads(tmp_path):
     second = run_ranks("dscourse.scripts.hf_train", ["--config", str(shipped), *common, "--resume", "--dump-weights",
                                                      "--save-model", str(tmp_path / "true")],
                        timeout=900, out_dir=tmp_path / "o2").ranks[0]
-    assert second["losses"] == first["losses"]  # steps 3-4 retrained from checkpoint-2: the same values
+    # Steps 3-4 retrained from checkpoint-2. Not always bit for bit through the Trainer (the plain-engine
+    # resume above is): the first update after resuming has differed by ~1e-6 relative.
+    assert max_rel_diff(second["losses"], first["losses"]) < 1e-5
     assert "model.safetensors" in second["saved_files"]
     reloaded = AutoModelForCausalLM.from_pretrained(tmp_path / "true")
     check = compare_weights(dict(reloaded.named_parameters()), torch.load(tmp_path / "o2" / "weights_module.pt"))

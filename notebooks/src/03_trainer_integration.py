@@ -11,7 +11,7 @@
 # 3. ZeRO-3 + CPU offload 真实训练；`HfDeepSpeedConfig` / `zero.Init` 在构造模型时就切分参数，以及它的陷阱：权重初始化落空，loss 异常；
 # 4. **等价性**：同一个种子、同一批数据，ZeRO-0（普通数据并行）、1、2、3 的 loss 曲线在 bf16 容差内一致——ZeRO 改变的是显存，不是数学；
 # 5. **把权重拿回来**：ZeRO-2/ZeRO-3 检查点里各有什么、多大、保存多久；`zero_to_fp32` 合并后与引擎里的权重逐位相等；
-#    `stage3_gather_16bit_weights_on_model_save`；`from_pretrained` 读回；从检查点续训，loss 曲线一步不差地接上；
+#    `stage3_gather_16bit_weights_on_model_save`；`from_pretrained` 读回；从检查点续训，loss 曲线接上（直接用引擎续训时逐位相同）；
 # 6. 配置值与 `TrainingArguments` 不一致时的报错，以及为什么 `"auto"` 能避免它。
 #
 # 每个实验都由 `dscourse/scripts/` 里的脚本在多个 rank 上运行（每个脚本都有 `--help`），notebook 只负责启动、汇总和检查。
@@ -38,6 +38,8 @@ from dscourse import scale
 print(f"torch {torch.__version__}, deepspeed {deepspeed.__version__}, transformers {transformers.__version__}, "
       f"accelerate {accelerate.__version__}")
 print(f"scale: {scale.scale()} ({scale.ranks()} ranks), model: {scale.train_shape()}")
+transformers.logging.set_verbosity_error()  # quiet transformers' one-time notices in the cells below
+transformers.utils.logging.disable_progress_bar()  # no "Loading weights" bars with timings
 
 # %% [markdown]
 # 所有实验都写在一个临时目录里；`NPROC` 是 rank 数（CPU 上 2 个进程，GPU 上每块 GPU 一个），`SHAPE` 是模型
@@ -54,7 +56,7 @@ from pathlib import Path
 from dscourse import package_path
 from dscourse.book import glue
 from dscourse.integration import readable_command
-from dscourse.launch import LaunchError, run_ranks
+from dscourse.launch import LaunchError, launcher_command, run_ranks
 from dscourse.plots import show
 from dscourse.tables import text_table
 
@@ -130,8 +132,10 @@ print("\n".join(line for line in by_launcher["torchrun"].log.splitlines() if lin
 # %%
 seed_cmd = ["--use_deepspeed", "--zero_stage", "2"]
 isolated = {"HF_HOME": str(WORK / "hf_home")}  # no `accelerate config` default file from this machine's user
+print("$", readable_command(launcher_command("dscourse.scripts.accelerate_train", ["--shape", SHAPE], None,
+                                             "accelerate", launcher_args=seed_cmd)))
 try:
-    seed_run = run_ranks("dscourse.scripts.accelerate_train", ["--shape", SHAPE], nproc=NPROC,
+    seed_run = run_ranks("dscourse.scripts.accelerate_train", ["--shape", SHAPE], nproc=None,
                          launcher="accelerate", launcher_args=seed_cmd, timeout=600, env=isolated,
                          out_dir=WORK / "accelerate-seed", expect_ranks=max(1, torch.cuda.device_count()))
     print(f"ran on {seed_run.ranks[0]['world_size']} GPU processes")
@@ -201,7 +205,7 @@ assert all(0 < loss < 20 for loss in r["losses"].values())
 # 配置里没有 `optimizer` 段，`offload_optimizer` 又指向 CPU，Trainer 于是让 DeepSpeed 建 `DeepSpeedCPUAdam`：
 # fp32 主权重和 Adam 的两份状态都在 CPU 内存里，**参数更新在 CPU 上算**，GPU 只把梯度分片送过去、把更新后的 16 位参数取回来。
 # `offload_param` 再把 16 位参数分片也放到 CPU，前向和反向时按模块取到 GPU 上（all-gather），用完即释放。
-# 原文对这个过程的描述大体对；它说的"速度降低 30–50%"则是一个需要测量的数，取决于计算能把 PCIe 传输遮住多少（GPU 实测见 4.4 节之后的性能附录）。
+# 原文对这个过程的描述大体对；它说的"速度降低 30–50%"则是一个需要测量的数，取决于计算能把 PCIe 传输遮住多少（本 notebook 第 8 节给出 H100 上的实测）。
 #
 # ### `zero.Init`：模型还没建完就已经切分
 #
@@ -214,14 +218,13 @@ assert all(0 < loss < 20 for loss in r["losses"].values())
 # 词嵌入的标准差（GPT-2 的初始化是 `initializer_range` = 0.02），以及第一步的 loss（随机初始化的模型应当接近均匀分布的 ln V）：
 
 # %%
-builds = {b: run_ranks("dscourse.scripts.zero_init", ["--build", b, "--shape", SHAPE], nproc=NPROC, timeout=600,
-                       out_dir=WORK / f"zero-init-{b}").ranks[0]
-          for b in ("plain", "from_config", "zero_init")}
+builds = run_ranks("dscourse.scripts.zero_init", ["--build", "plain", "from_config", "zero_init", "--shape", SHAPE],
+                   nproc=NPROC, timeout=900, out_dir=WORK / "zero-init").ranks[0]["builds"]
 how = {"plain": "GPT2LMHeadModel(config)", "from_config": "AutoModelForCausalLM.from_config(config)",
        "zero_init": "with deepspeed.zero.Init(): GPT2LMHeadModel(config)"}
 print(text_table(["how the model is built", "elements held by rank 0", "of", "wte std", "first loss", "ln V"],
                  [[how[b], f"{r['held_after_build']:,}", f"{r['full_params']:,}", f"{r['wte_std']:.2f}",
-                   f"{r['first_loss']:.1f}", f"{r['uniform_loss']:.1f}"] for b, r in builds.items()]))
+                   f"{r['first_loss']:.{1 if r['first_loss'] < 10 else 0}f}", f"{r['uniform_loss']:.1f}"] for b, r in builds.items()]))
 sane = {b: abs(r["first_loss"] - r["uniform_loss"]) < 1.0 for b, r in builds.items()}
 assert sane == {"plain": True, "from_config": True, "zero_init": False}
 assert builds["from_config"]["held_after_build"] * NPROC <= builds["from_config"]["full_params"] + NPROC
@@ -254,15 +257,14 @@ bf16_runs = train_stages(WORK / "stages", (0, 1, 2, 3), "bf16", steps=STEPS, sha
 print(text_table(["step", *(f"ZeRO-{s}" for s in bf16_runs)],
                  [[step, *(f"{losses(r)[step]:.2f}" for r in bf16_runs.values())] for step in range(1, STEPS + 1, 2)]))
 print()
-print(text_table(["stage", "optimizer DeepSpeed built", "max relative gap to ZeRO-0"],
-                 [[s, r["optimizer_class"], f"{max_rel_diff(r['losses'], bf16_runs[0]['losses']):.1e}"]
-                  for s, r in bf16_runs.items()], align_right_from=2))
+print(text_table(["stage", "optimizer DeepSpeed built"], [[s, r["optimizer_class"]] for s, r in bf16_runs.items()],
+                 align_right_from=2))
 gap_bf16 = max(max_rel_diff(r["losses"], bf16_runs[0]["losses"]) for r in bf16_runs.values())
 gap_zero = max(max_rel_diff(bf16_runs[s]["losses"], bf16_runs[1]["losses"]) for s in (2, 3))
+print(f"\nZeRO-1/2/3 among themselves: largest relative gap {'below 1e-3' if gap_zero < 1e-3 else f'{gap_zero:.1e}'}; "
+      f"to ZeRO-0: below the bf16 tolerance {BF16_RTOL:.4f}: {gap_bf16 < BF16_RTOL}")
 assert gap_bf16 < BF16_RTOL, gap_bf16
 assert losses(bf16_runs[0])[STEPS] < losses(bf16_runs[0])[1] - 0.1  # it learns
-glue("eq_bf16_gap", f"{gap_bf16:.1e}")
-glue("eq_zero_gap", f"{gap_zero:.0e}")
 glue("bf16_rtol", f"{BF16_RTOL:.4f}")
 
 # %%
@@ -274,10 +276,12 @@ show(loss_figure({f"ZeRO-{s}": r["losses"] for s, r in bf16_runs.items()},
                  "Same seed, same data: loss per step at each ZeRO stage (bf16)", "zero-equivalence"))
 
 # %% [markdown]
-# 四条曲线在图上重合。数字上：ZeRO-1、2、3 彼此相差在 1e-3 量级以内，它们与 ZeRO-0 的最大相对差也远小于 bf16 的
-# 机器精度 2⁻⁷ ≈ 0.0078（断言用的容差）。差别从哪来？表里第二列给出了答案：bf16 下 ZeRO-0 用的是 `BF16_Optimizer`，
-# ZeRO-1/2 用 `DeepSpeedZeroOptimizer`，ZeRO-3 用 `DeepSpeedZeroOptimizer_Stage3`——同一个数学，不同的梯度归约和累加实现，
-# bf16 里求和顺序不同就会有末位差异。换成 fp32 再比一次，差别应当消失到 fp32 的舍入水平：
+# 四条曲线在图上几乎重合。数字上（上面最后一行）：ZeRO-1、2、3 彼此几乎相同；它们与 ZeRO-0 的最大相对差
+# 小于 bf16 的机器精度 2⁻⁷ ≈ 0.0078（断言用的容差）。差别从哪来？表里第二列给出了答案：bf16 下的 ZeRO-0
+# 不是 ZeRO 优化器，而是 `FP16_UnfusedOptimizer`（DeepSpeed 在 `_do_optimizer_sanity_check` 里对"bf16 模型 + bf16 梯度累加 + 不开 ZeRO"
+# 选的 `DDP_BFLOAT16` 路径），ZeRO-1/2 用 `DeepSpeedZeroOptimizer`，ZeRO-3 用 `DeepSpeedZeroOptimizer_Stage3`。
+# 同一个数学，不同的梯度归约、范数和裁剪实现；bf16 里求和顺序一变，末位就不同，而训练会把末位差异逐步放大。
+# 换成 fp32 再比一次，差别应当消失到 fp32 的舍入水平：
 
 # %%
 fp32_runs = train_stages(WORK / "stages", (0, 3), "fp32", steps=STEPS, shape=SHAPE, nproc=NPROC)
@@ -315,7 +319,8 @@ print(f"ZeRO-3 model_states are {model_kb[2] / model_kb[3]:.0f}x smaller than Ze
 assert model_kb[3] * 5 < model_kb[2] and abs(optim_kb[3] - optim_kb[2]) / optim_kb[2] < 0.01
 
 # %% [markdown]
-# ZeRO-0/1/2 的 `mp_rank_00_model_states.pt` 里有一份完整的 16 位权重（rank 0 写）；ZeRO-3 每个 rank 写一个
+# ZeRO-1/2 的 `mp_rank_00_model_states.pt` 里有一份完整的 16 位权重（rank 0 写），优化器状态按 rank 切成
+# `*optim_states.pt`；ZeRO-0 没有切分，rank 0 把权重和整个优化器（fp32 主权重 + Adam 状态）都写进这一个文件。ZeRO-3 每个 rank 写一个
 # `zero_pp_rank_N_mp_rank_00_model_states.pt`，里面**没有**权重，只有引擎状态——参数本来就是切开的，
 # 完整的权重只以 fp32 主权重分片的形式存在于 `optim_states` 里。这就是"ZeRO-3 下 `pytorch_model.bin` 很小、
 # 或者根本没有"的原因：要拿到能用的权重，必须把各 rank 的分片合并。
@@ -351,30 +356,39 @@ print(text_table(["checkpoint", "= fp32 master weights", "= bf16 weights (after 
 # 读者实际会做的是在命令行上运行检查点里那份脚本，得到一个能直接加载的文件，然后在**纯 PyTorch**里用它：
 
 # %%
-ckpt3 = Path(bf16_runs[3]["dir"]) / "ckpt"
-files = run_zero_to_fp32(ckpt3, WORK / "consolidated", tag=tag)
-print(f"$ python {ckpt3.relative_to(WORK)}/zero_to_fp32.py {ckpt3.relative_to(WORK)} consolidated --tag {tag}")
-print("wrote:", ", ".join(files))
+from dscourse.integration import ZeroToFp32Error
 
-from safetensors.torch import load_file
+ckpt3 = Path(bf16_runs[3]["dir"]) / "ckpt"
+print(f"$ python {ckpt3.relative_to(WORK)}/zero_to_fp32.py {ckpt3.relative_to(WORK)} consolidated --tag {tag}")
+files = run_zero_to_fp32(ckpt3, WORK / "consolidated", tag=tag)
+print("wrote:", ", ".join(f"{name} ({size / 1e3:.0f} KB)" for name, size in files.items()))
 
 from dscourse.models import build_model, synthetic_batch
 
 plain = build_model(SHAPE)  # a plain PyTorch model: no DeepSpeed, no process group
-missing, unexpected = plain.load_state_dict(load_file(WORK / "consolidated" / "model.safetensors"), strict=False)
-print(f"load_state_dict: missing {missing or 'none'}, unexpected {unexpected or 'none'}")
+state = torch.load(WORK / "consolidated" / "pytorch_model.bin", weights_only=True)
+plain.load_state_dict(state, strict=True)  # raises if a key is missing or extra
 engine_master = torch.load(Path(bf16_runs[3]["dir"]) / "out" / "weights_fp32.pt")
-check = compare_weights(dict(plain.named_parameters()), {k: v for k, v in engine_master.items()})
-print(f"plain model == engine's fp32 weights: {check['equal']}/{check['tensors']} tensors")
+check = compare_weights(dict(plain.named_parameters()), engine_master)
+print(f"plain model.load_state_dict(strict=True): ok; equal to the engine's fp32 weights: "
+      f"{check['equal']}/{check['tensors']} tensors")
 with torch.no_grad():
     ids = synthetic_batch(SHAPE, 2, 0)
     print(f"the reloaded model's loss on the first training batch: {plain(input_ids=ids, labels=ids).loss:.2f} "
-          f"(it started at {losses(bf16_runs[3])[1]:.2f})")
-assert not missing and check["equal"] == check["tensors"]
+          f"(the run started at {losses(bf16_runs[3])[1]:.2f})")
+assert check["equal"] == check["tensors"]
+
+print("\n$ python .../zero_to_fp32.py ... --safe_serialization")
+try:
+    run_zero_to_fp32(ckpt3, WORK / "consolidated-safetensors", tag=tag, safe_serialization=True)
+except ZeroToFp32Error as error:
+    print(error)
 
 # %% [markdown]
-# `missing` 为空时才说明每个权重都加载到了：`lm_head.weight` 在 safetensors 文件里被去重（共享存储只存一份），
-# 加载后由模型自己的权重共享补上。
+# `zero_to_fp32.py` 默认写 `pytorch_model.bin`（`torch.save` 的格式），`strict=True` 加载成功，说明每个键都对上了。
+# 加上 `--safe_serialization` 想得到 `model.safetensors` 时，它在这个模型上**失败**：GPT-2 的输出层与词嵌入共享同一块存储，
+# safetensors 拒绝保存共享内存的张量（DeepSpeed 0.19.8 的 `zero_to_fp32.py` 没有去重）。词嵌入共享的模型（GPT-2、许多小模型）
+# 用默认格式，或者加载进模型后用 `save_pretrained` 另存。
 #
 # ### 续训：从第 6 步的检查点接着跑
 #
@@ -418,7 +432,8 @@ print("checkpoints:", sorted(p.name for p in run_dir.iterdir()))
 print("checkpoint-3 holds:", sorted(p.name for p in (run_dir / "checkpoint-3").iterdir()))
 print("\nsave_model() with stage3_gather_16bit_weights_on_model_save=false wrote:")
 print("  " + ", ".join(sorted(first["saved_files"])))
-assert not any(name.endswith((".safetensors", ".bin")) for name in first["saved_files"])
+weights_files = ("model.safetensors", "pytorch_model.bin", "model-0", "pytorch_model-0")
+assert not any(name.startswith(weights_files) for name in first["saved_files"])
 
 shutil.rmtree(run_dir / "checkpoint-6")
 second = run_ranks("dscourse.scripts.hf_train", ["--config", str(CONFIGS / "ds_config_zero3_offload.json"), *common,
@@ -426,9 +441,9 @@ second = run_ranks("dscourse.scripts.hf_train", ["--config", str(CONFIGS / "ds_c
                    nproc=NPROC, timeout=900, out_dir=WORK / "trainer-second").ranks[0]
 print("\nsave_model() with stage3_gather_16bit_weights_on_model_save=true wrote:")
 print("  " + ", ".join(sorted(second["saved_files"])))
-same = all(second["losses"][k] == first["losses"][k] for k in ("4", "5", "6"))
-print(f"\nTrainer resumed from checkpoint-3: steps 4-6 give the same losses as the first run: {same}")
-assert same and "model.safetensors" in second["saved_files"]
+gap = max_rel_diff(second["losses"], first["losses"])
+print(f"\nTrainer resumed from checkpoint-3: steps 4-6 agree with the first run within 1e-5 (relative): {gap < 1e-5}")
+assert gap < 1e-5 and "model.safetensors" in second["saved_files"]
 
 # %% [markdown]
 # - `false`：`save_model()` 写不出权重文件。Transformers 记一条警告，改为在输出目录里存一份完整的 DeepSpeed 检查点
@@ -436,7 +451,9 @@ assert same and "model.safetensors" in second["saved_files"]
 #   几乎是空的 `pytorch_model.bin`——这就是很多人遇到的"模型文件只有几 KB"；
 # - `true`：各 rank 的 16 位参数 all-gather 到 rank 0，写成 `model.safetensors`，可以直接 `from_pretrained`；
 # - Trainer 的 `checkpoint-N/` 里同时有 DeepSpeed 分片（`global_stepN/`）、`trainer_state.json`、调度器和各 rank 的随机数状态，
-#   `resume_from_checkpoint` 靠它们接着训练，loss 一步不差。
+#   `resume_from_checkpoint` 靠它们接着训练。断言的容差是 1e-5（相对）而不是逐位相等：我们在别的步数上观察到，
+#   经 Trainer 续训后的第一次参数更新与不中断的训练有 1e-6 量级的差别（上面直接用 `engine.load_checkpoint` 的续训则逐位相同），
+#   原因没有查明；对训练来说，这个差别远小于 bf16 本身的舍入。
 #
 # 最后用 `from_pretrained` 读回 `true` 存下的模型，与训练结束时引擎里的 bf16 权重比较：
 
@@ -493,6 +510,71 @@ for name in ("hf_train", "accelerate_train", "train_run", "zero_init"):
     print(f"python -m dscourse.scripts.{name:<17} {module.__doc__.splitlines()[0]}")
 
 # %% [markdown]
+# ## 8. GPU 实测：offload 的代价、ZeRO-3 的速度、保存时间
+#
+# 上面的 CPU 实验证明"对不对"，证明不了"快不快"。原文的三个性能说法——"Offload 让训练速度降低 30–50%（受限于 PCIe 带宽）"、
+# "ZeRO-2 是目前性价比最高的选择"、"开启 ZeRO-3 后模型保存速度会变慢"——在一张 H100 上测量过，数据和出处在
+# `dscourse/data/`（`benchmarks/throughput_gpu.py`、`benchmarks/checkpoint_gpu.py` 写的），下面的表和图由 `dscourse.gpu_results` 从这些文件生成。
+# 注意这是**单卡**：ZeRO 没有跨卡通信，测到的是 offload 的 PCIe 传输和 CPU 上的 Adam，以及 ZeRO-3 切分/收集参数的簿记开销。
+#
+# 吞吐（tokens/s），GPT-2 350M，序列 1024，bf16，micro-batch 从 1 到 16，最后一列是 micro-batch 16 × 梯度累积 4：
+
+# %%
+from dscourse import gpu_results
+
+prov = gpu_results.load_throughput()["provenance"]
+print(f"{prov['gpu']}; torch {prov['torch']}, DeepSpeed {prov['deepspeed']}; {prov['date']}; {prov['shape']}, "
+      f"seq {prov['seq']}, {prov['precision']}\n")
+print(gpu_results.throughput_table())
+stages = gpu_results.stage_comparison()["relative_to_zero2"]
+print(f"\nat {gpu_results.stage_comparison()['tokens_per_step']:,} tokens per step: ZeRO-0 {stages['ZeRO-0']:.2f}x, "
+      f"ZeRO-1 {stages['ZeRO-1']:.2f}x, ZeRO-3 {stages['ZeRO-3']:.2f}x the tokens/s of ZeRO-2")
+glue("gpu_zero3_vs_zero2", f"{100 * (1 - stages['ZeRO-3']):.0f}%")
+
+# %% [markdown]
+# 每个 offload 点与同一 stage、同一 micro-batch 不 offload 的吞吐相比，慢了多少：
+
+# %%
+claim = gpu_results.offload_claim()
+print(gpu_results.offload_slowdown_table())
+print(f"\n{claim['points_in_claim']} of {claim['points']} points fall in the seed's 30-50%. Range per variant:")
+for name, (lo, hi) in claim["ranges"].items():
+    print(f"  {name:<48} {100 * lo:3.0f}% to {100 * hi:3.0f}% slower")
+unpinned = [r for k, r in claim["ranges"].items() if "unpinned" in k]
+pinned = [r for k, r in claim["ranges"].items() if "(pinned)" in k]
+glue("gpu_offload_unpinned", f"{100 * min(lo for lo, _ in unpinned):.0f}–{100 * max(hi for _, hi in unpinned):.0f}%")
+glue("gpu_offload_pinned", f"{100 * min(lo for lo, _ in pinned):.0f}–{100 * max(hi for _, hi in pinned):.0f}%")
+glue("gpu_offload_in_claim", f"{claim['points_in_claim']} / {claim['points']}")
+
+# %%
+show(gpu_results.slowdown_figure(), "offload-slowdown")
+
+# %% [markdown]
+# - "慢 30–50%"只在部分情形成立。决定性的是 `pin_memory`：不锁页时 CPU↔GPU 拷贝要先经过一块临时的锁页缓冲，offload 慢 50–75%；
+#   锁页（原文配置里的 `"pin_memory": true`）时慢得少得多，而且每步 token 越多，GPU 计算越能遮住传输和 CPU 上的 Adam，代价越小。
+#   `dscourse.config.build_config` 为 CPU 上的演示把 `pin_memory` 设成了 `false`；在 GPU 上请用 `true`（它多占锁页的主机内存）。
+# - ZeRO-2 和 ZeRO-0/1 一样快，ZeRO-3 在单卡上就慢了约四成（切分和收集参数的钩子在每个模块上都要运行）：这支持原文"ZeRO-2 性价比最高"——
+#   放得下就用 ZeRO-2，放不下再上 ZeRO-3。多卡上的通信代价见 4.5 节。
+#
+# 保存检查点，GPT-2 1.3B（每个文件写完后再 `os.sync()` 一次，把操作系统缓存里的数据真正落盘的时间单独列出）：
+
+# %%
+ck = gpu_results.load_checkpoint()["provenance"]
+print(f"{ck['gpu']}; DeepSpeed {ck['deepspeed']}; {ck['date']}; {ck['shape']}\n")
+print(gpu_results.checkpoint_table())
+saves = gpu_results.checkpoint_summary()
+glue("gpu_save_zero2", f"{saves['save_checkpoint']['ZeRO-2']['seconds']:.0f}")
+glue("gpu_save_zero3", f"{saves['save_checkpoint']['ZeRO-3']['seconds']:.0f}")
+glue("gpu_save16_zero2", f"{saves['save_16bit_model']['ZeRO-2']['seconds']:.1f}")
+glue("gpu_save16_zero3", f"{saves['save_16bit_model']['ZeRO-3 gather=true']['seconds']:.1f}")
+
+# %% [markdown]
+# `save_checkpoint` 在 ZeRO-3 下反而**更快**、更小：ZeRO-2 的检查点多存一份完整的 16 位权重，ZeRO-3 没有（第 5 节）。
+# 真正变慢的是把 16 位模型收集到 rank 0 写出的 `save_16bit_model`（`trainer.save_model()` 走的就是它）：ZeRO-3 要先 all-gather 每一个参数。
+# 原文"ZeRO-3 保存变慢"因此只对"保存可直接加载的模型文件"成立，对训练中途的检查点不成立。
+#
+
+# %% [markdown]
 # ## 小结
 #
 # - `TrainingArguments(deepspeed=...)` 和 `accelerate launch --use_deepspeed` 都真的建了 DeepSpeed 引擎；原文的 Accelerate 命令
@@ -500,6 +582,6 @@ for name in ("hf_train", "accelerate_train", "train_run", "zero_init"):
 # - ZeRO-0/1/2/3 的 loss 曲线在 bf16 容差内一致，fp32 下几乎逐位一致：ZeRO 只改变显存；
 # - ZeRO-3 检查点里没有完整权重；`zero_to_fp32` 合并后的权重与引擎里的逐位相等；要 `save_model()` 直接写出可用的模型，
 #   打开 `stage3_gather_16bit_weights_on_model_save`；
-# - 续训从检查点一步不差地接上；
+# - 用 `engine.load_checkpoint` 续训，loss 逐位相同；经 Trainer 续训，相差不到 1e-5；
 # - 自己用 `zero.Init` 时检查第一步 loss 是否接近 ln V；
 # - 由 Trainer 决定的值写 `"auto"`，写死的值与 `TrainingArguments` 不一致会在启动时报错。
