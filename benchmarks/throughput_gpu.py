@@ -72,11 +72,14 @@ def main(argv=None) -> int:
     p.add_argument("--timeout", type=float, default=400, help="seconds per launch")
     p.add_argument("--total-budget", type=float, default=0, help="stop launching after this many seconds (0: none)")
     p.add_argument("--pin-memory", action="store_true", help="pin_memory: true for the offloaded tensors")
+    p.add_argument("--optimizer", default="auto", choices=["auto", "torch", "cpu_adam"],
+                   help="auto: DeepSpeedCPUAdam for the offload variants, torch.optim.AdamW otherwise")
     p.add_argument("--dry-run", action="store_true", help="tiny model, 1 timed step: a CPU smoke test")
     p.add_argument("--out", required=True)
     args = p.parse_args(argv)
     if args.dry_run:
         args.shape, args.micro_batches, args.grad_accum, args.warmup, args.steps = "gpt2-tiny", [1, 2], [2], 1, 1
+        args.optimizer = "torch"  # no C++ op to compile on first use
         if args.variants == "all":
             args.variants = "2,3+oo+op"
 
@@ -100,7 +103,7 @@ def main(argv=None) -> int:
                              "--offload-param", op, "--micro-batches", *map(str, args.micro_batches),
                              "--grad-accum", *map(str, args.grad_accum), "--warmup", str(args.warmup),
                              "--steps", str(args.steps), "--point-budget", str(args.point_budget)]
-                            + (["--pin-memory"] if args.pin_memory else []),
+                            + (["--pin-memory"] if args.pin_memory else []) + ["--optimizer", args.optimizer],
                             nproc=args.gpus, timeout=args.timeout,
                             env={"OMP_NUM_THREADS": str(threads(args.gpus))})
             run["ranks"] = res.ranks

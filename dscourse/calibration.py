@@ -71,12 +71,19 @@ def gpu_vs_formula(rec: dict) -> dict:
     measured = rec["cuda_allocated_after_step"]
     host_counted = sum(rec["held_after_step"].get("cpu", {}).values())
     return {
-        "shape": rec["shape"], "variant": variant_name(rec), "params": rec["params"],
+        "shape": rec["shape"], "variant": variant_name(rec), "params": rec["params"], "gpus": rec["world_size"],
         "measured": measured, "formula": est.gpu_bytes,
         "error": (est.gpu_bytes - measured) / measured,
         "host_counted": host_counted, "host_formula": est.cpu_bytes / setup.per_node,
         "peak": rec["cuda_peak_during_steps"],
     }
+
+
+def gpu_vs_formula_rows(world_size: int | None = None, paths=None) -> list[dict]:
+    """:func:`gpu_vs_formula` of every committed measurement (``world_size``: only runs on that many GPUs;
+    files of several GPUs, e.g. ``gpu_memory_llama-1b_2gpu.json``, hold one record per rank, rank 0 used here)."""
+    return [gpu_vs_formula(rec) for rec in load_gpu_runs(paths)[1]
+            if world_size is None or rec["world_size"] == world_size]
 
 
 def format_gpu_rows(rows: list[dict]) -> list[list]:

@@ -29,3 +29,67 @@ def test_precision_benchmark_dry_run(tmp_path):
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
     data = json.loads(out.read_text())
     assert data["provenance"]["dry_run"] is True and data["runs"]
+
+
+def test_throughput_benchmark_dry_run(tmp_path):
+    out = tmp_path / "throughput.json"
+    done = _run("benchmarks/throughput_gpu.py", "--dry-run", "--variants", "2,3+oo", "--gpus", "2", "--out", str(out))
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    data = json.loads(out.read_text())
+    assert data["provenance"]["script"] == "benchmarks/throughput_gpu.py" and data["provenance"]["dry_run"] is True
+    for run in data["runs"]:
+        assert len(run["ranks"]) == 2, run.get("error", "")[-1500:]
+        points = run["ranks"][0]["points"]
+        # micro-batches 1 and 2, then 2 accumulation steps on the largest that fitted
+        assert [(q["micro_batch"], q["grad_accum"]) for q in points] == [(1, 1), (2, 1), (2, 2)]
+        assert all(q["tokens_per_second"] > 0 and q["tokens_per_step"] == q["micro_batch"] * q["grad_accum"] * 32 * 2
+                   for q in points)
+
+
+def test_checkpoint_benchmark_dry_run(tmp_path):
+    out = tmp_path / "checkpoint.json"
+    done = _run("benchmarks/checkpoint_gpu.py", "--dry-run", "--gpus", "2", "--dir", str(tmp_path / "ckpt"),
+                "--out", str(out))
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    runs = json.loads(out.read_text())["runs"]
+    saves = {r["stage"]: {s["name"]: s for s in r["ranks"][0]["saves"]} for r in runs}
+    assert saves[2]["save_checkpoint#0"]["bytes"] > 0 and saves[2]["save_16bit_model"]["bytes"] > 0
+    # ZeRO-3 writes the 16-bit model only with stage3_gather_16bit_weights_on_model_save
+    assert saves[3]["save_16bit_model (gather_16bit_weights_on_model_save=false)"]["bytes"] == 0
+    assert saves[3]["save_16bit_model (gather_16bit_weights_on_model_save=true)"]["bytes"] > 0
+    assert not any((tmp_path / "ckpt").rglob("*.pt"))  # every checkpoint deleted after counting
+
+
+def test_nccl_benchmark_dry_run(tmp_path):
+    out = tmp_path / "nccl.json"
+    done = _run("benchmarks/nccl_gpu.py", "--dry-run", "--gpus", "2", "--out", str(out))
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    data = json.loads(out.read_text())
+    assert {r["op"] for r in data["results"]} == {"all_reduce", "reduce_scatter", "all_gather"}
+    for r in data["results"]:  # nccl-tests' conventions on 2 ranks
+        assert abs(r["busbw_GBps"] / r["algbw_GBps"] - (1.0 if r["op"] == "all_reduce" else 0.5)) < 1e-9
+
+
+def test_notebook_runner_records_every_cell_and_goes_on_after_a_failure(tmp_path):
+    import nbformat
+
+    nb = nbformat.v4.new_notebook()
+    nb.cells = [nbformat.v4.new_markdown_cell("# t"), nbformat.v4.new_code_cell("import os\nprint(os.environ['DSCOURSE_SCALE'])"),
+                nbformat.v4.new_code_cell("raise ValueError('boom')"), nbformat.v4.new_code_cell("print('after')")]
+    path = tmp_path / "t.ipynb"
+    nbformat.write(nb, path)
+    before = path.read_text()
+    out = tmp_path / "report.json"
+    done = _run("tools/run_notebooks_gpu.py", "--notebooks", str(path), "--out", str(out), timeout=120)
+    assert done.returncode == 1  # a failing cell fails the run
+    entry = json.loads(out.read_text())["notebooks"][0]
+    assert [c["status"] for c in entry["cells"]] == ["ran", "failed", "ran"]
+    assert entry["cells"][0]["output_tail"] == "gpu\n" and entry["cells"][1]["error"]["evalue"] == "boom"
+    assert entry["status"] == "failed" and entry["cells_failed"] == 1 and path.read_text() == before
+
+
+def test_every_benchmark_and_the_runner_have_help():
+    for script in ("benchmarks/throughput_gpu.py", "benchmarks/checkpoint_gpu.py", "benchmarks/nccl_gpu.py",
+                   "benchmarks/gpu_memory.py", "tools/run_notebooks_gpu.py"):
+        done = _run(script, "--help", timeout=120)
+        assert done.returncode == 0 and "usage" in done.stdout, script

@@ -1,0 +1,337 @@
+"""The GPU measurements in ``dscourse/data`` as tables, key figures and plotly figures for the notebooks.
+
+Each ``load_*`` reads one data file (``path`` overrides the committed one); each ``*_rows`` returns plain dicts;
+each ``*_table`` a deterministic text table; each ``*_figure`` a plotly figure (show it with
+:func:`dscourse.plots.show`). Pure Python except the figures (plotly, imported when called).
+
+Files: ``gpu_throughput_gpt2-350m.json`` (``benchmarks/throughput_gpu.py``), ``gpu_checkpoint_gpt2-1.3b.json``
+(``benchmarks/checkpoint_gpu.py``), ``gpu_notebooks.json`` (``tools/run_notebooks_gpu.py``), ``gpu_nccl_*.json``
+(``benchmarks/nccl_gpu.py``, on several GPUs). ``dscourse/data/README.md`` lists each with its command.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from . import package_path
+from .tables import text_table
+
+DATA = package_path("data")
+THROUGHPUT = "gpu_throughput_gpt2-350m.json"
+CHECKPOINT = "gpu_checkpoint_gpt2-1.3b.json"
+NOTEBOOKS = "gpu_notebooks.json"
+CLAIM = (0.30, 0.50)  # the source chapter: "offload costs 30-50% of training speed"
+VARIANT_ORDER = ["ZeRO-0", "ZeRO-1", "ZeRO-2", "ZeRO-3", "ZeRO-2 +offload opt", "ZeRO-3 +offload opt",
+                 "ZeRO-3 +offload opt +offload param"]
+BASELINE = {"ZeRO-2 +offload opt": "ZeRO-2", "ZeRO-3 +offload opt": "ZeRO-3",
+            "ZeRO-3 +offload opt +offload param": "ZeRO-3"}
+
+
+def _load(name: str, path=None) -> dict:
+    return json.loads((Path(path) if path else DATA / name).read_text())
+
+
+def variant(run: dict) -> str:
+    name = f"ZeRO-{run['stage']}"
+    if run.get("offload_optimizer", "none") != "none":
+        name += " +offload opt"
+    if run.get("offload_param", "none") != "none":
+        name += " +offload param"
+    return name
+
+
+# --- throughput ------------------------------------------------------------------------------------------------
+
+def load_throughput(path=None, shape: str = "gpt2-350m") -> dict:
+    """``{"provenance": ..., "runs": [...]}`` of ``benchmarks/throughput_gpu.py`` (``gpu_throughput_<shape>.json``:
+    gpt2-350m holds the full grid, gpt2-1.3b ZeRO-2 with and without pinned optimizer offload)."""
+    return _load(f"gpu_throughput_{shape}.json", path)
+
+
+def throughput_rows(data: dict | None = None) -> list[dict]:
+    """One dict per (variant, pinned or not, micro-batch, accumulation) that ran: tokens/s, step time, peak memory."""
+    data = data or load_throughput()
+    rows = []
+    for run in data["runs"]:
+        if not run.get("ranks"):
+            continue
+        for q in run["ranks"][0]["points"]:
+            if "tokens_per_second" not in q:
+                continue
+            steps = q["step_seconds"][-q["timed_steps"]:]
+            rows.append({"variant": variant(run), "pinned": bool(run.get("pin_memory")) and "offload" in variant(run),
+                         "lease": run.get("lease", 1), "gpus": run.get("gpus", 1),
+                         "spread": (max(steps) - min(steps)) / q["median_step_seconds"],
+                         "micro_batch": q["micro_batch"], "grad_accum": q["grad_accum"],
+                         "tokens_per_step": q["tokens_per_step"], "tokens_per_second": q["tokens_per_second"],
+                         "step_seconds": q["median_step_seconds"], "optimizer_step_seconds": q.get("optimizer_step_seconds"),
+                         "phases": q.get("phase_median_seconds", {}), "peak_bytes": q.get("cuda_peak"),
+                         "tflops_per_gpu": q.get("model_tflops_per_gpu")})
+    rows.sort(key=lambda r: (r["lease"], VARIANT_ORDER.index(r["variant"]) if r["variant"] in VARIANT_ORDER else 99,
+                             r["tokens_per_step"]))
+    return rows
+
+
+def _label(r: dict) -> str:
+    return f"{r['micro_batch']}x{r['grad_accum']}" if r["grad_accum"] > 1 else str(r["micro_batch"])
+
+
+def throughput_table(data: dict | None = None) -> str:
+    """Tokens/s: a row per variant (offload variants unpinned and pinned), a column per micro-batch (``16x4``:
+    micro-batch 16 with 4 accumulation steps)."""
+    rows = throughput_rows(data)
+    cols = sorted({(r["tokens_per_step"], _label(r)) for r in rows})
+    header = ["lease", "variant", "pin_memory", *[f"mb {c[1]}" for c in cols]]
+    table = []
+    for key in dict.fromkeys((r["lease"], r["variant"], r["pinned"]) for r in rows):
+        got = {_label(r): r["tokens_per_second"] for r in rows if (r["lease"], r["variant"], r["pinned"]) == key}
+        pinned = ("true" if key[2] else "false") if "offload" in key[1] else ""
+        table.append([key[0], key[1], pinned, *[f"{got[c[1]]:,.0f}" if c[1] in got else "" for c in cols]])
+    return text_table(header, table, align_right_from=3)
+
+
+def offload_slowdown(data: dict | None = None) -> list[dict]:
+    """Each offload point against its stage without offload at the same micro-batch and accumulation:
+    ``slowdown = 1 − tokens/s(offload) / tokens/s(no offload)`` (0.4: 40% slower), and whether it lies in 30–50%."""
+    rows = throughput_rows(data)
+    base: dict = {}
+    for r in rows:  # the first lease that measured a baseline point is the fallback
+        if "offload" not in r["variant"]:
+            base.setdefault((r["variant"], r["micro_batch"], r["grad_accum"]), {})[r["lease"]] = r
+    out = []
+    for r in rows:
+        refs = base.get((BASELINE.get(r["variant"]), r["micro_batch"], r["grad_accum"]))
+        if not refs:
+            continue
+        ref = refs.get(r["lease"]) or next(iter(refs.values()))
+        s = 1 - r["tokens_per_second"] / ref["tokens_per_second"]
+        out.append({"variant": r["variant"], "baseline": ref["variant"], "pinned": r["pinned"], "lease": r["lease"],
+                    "same_lease": ref["lease"] == r["lease"],
+                    "micro_batch": r["micro_batch"], "grad_accum": r["grad_accum"],
+                    "tokens_per_step": r["tokens_per_step"], "tokens_per_second": r["tokens_per_second"],
+                    "baseline_tokens_per_second": ref["tokens_per_second"], "slowdown": s,
+                    "in_claim": CLAIM[0] <= s <= CLAIM[1]})
+    return out
+
+
+def offload_slowdown_table(data: dict | None = None) -> str:
+    return text_table(["lease", "offload variant", "pin_memory", "micro-batch", "tokens/s", "without offload",
+                       "baseline lease", "slower by", "in 30-50%?"],
+                      [[r["lease"], r["variant"], str(r["pinned"]).lower(), _label(r), f"{r['tokens_per_second']:,.0f}",
+                        f"{r['baseline_tokens_per_second']:,.0f}", "same" if r["same_lease"] else "other",
+                        f"{100 * r['slowdown']:.0f}%", "yes" if r["in_claim"] else "no"]
+                       for r in offload_slowdown(data)], align_right_from=3)
+
+
+def offload_claim(data: dict | None = None, same_lease_only: bool = False) -> dict:
+    """The key figures on "offload costs 30–50% of training speed": the slowdown range per (variant, pinned),
+    and the points where the claim holds (``same_lease_only``: only offload runs whose baseline ran on the same
+    machine in the same lease)."""
+    rows = [r for r in offload_slowdown(data) if r["same_lease"] or not same_lease_only]
+    ranges = {}
+    for r in rows:
+        key = f"{r['variant']} ({'pinned' if r['pinned'] else 'unpinned'})"
+        lo, hi = ranges.get(key, (1.0, -1.0))
+        ranges[key] = (min(lo, r["slowdown"]), max(hi, r["slowdown"]))
+    holds = [f"{r['variant']} ({'pinned' if r['pinned'] else 'unpinned'}) mb {_label(r)}: {100 * r['slowdown']:.0f}%"
+             for r in rows if r["in_claim"]]
+    zero2 = [r for r in rows if r["variant"] == "ZeRO-2 +offload opt"]
+    return {"by_point": {f"{r['variant']} ({'pinned' if r['pinned'] else 'unpinned'}, lease {r['lease']}) mb {_label(r)}":
+                         round(r["slowdown"], 3) for r in rows},"ranges": ranges, "holds_at": holds, "points": len(rows), "points_in_claim": len(holds),
+            "zero2_offload_min": min((r["slowdown"] for r in zero2), default=None),
+            "zero2_offload_max": max((r["slowdown"] for r in zero2), default=None)}
+
+
+def stage_comparison(data: dict | None = None) -> dict:
+    """Tokens/s of ZeRO-0/1/2/3 at the largest tokens per step measured, and each relative to ZeRO-2."""
+    rows = [r for r in throughput_rows(data) if "offload" not in r["variant"]]
+    biggest = max(r["tokens_per_step"] for r in rows)
+    best: dict = {}
+    for r in rows:  # the first lease that measured the stage (the grid of leases 1-2)
+        if r["tokens_per_step"] == biggest:
+            best.setdefault(r["variant"], r["tokens_per_second"])
+    return {"tokens_per_step": biggest, "tokens_per_second": best,
+            "relative_to_zero2": {k: v / best["ZeRO-2"] for k, v in best.items()} if "ZeRO-2" in best else {}}
+
+
+def throughput_figure(data: dict | None = None):
+    """Tokens/s against tokens per optimizer step (log x), a line per variant; pinned offload runs dashed.
+    The grey band marks "30–50% slower than ZeRO-2"."""
+    import plotly.graph_objects as go
+
+    rows = throughput_rows(data)
+    colors = dict(zip(VARIANT_ORDER, ["#4C78A8", "#72B7B2", "#54A24B", "#F58518", "#E45756", "#B279A2", "#9D755D"]))
+    fig = go.Figure()
+    for key in dict.fromkeys((r["lease"], r["variant"], r["pinned"]) for r in rows):
+        pts = [r for r in rows if (r["lease"], r["variant"], r["pinned"]) == key]
+        name = key[1] + (" (pin_memory)" if key[2] else "") + f"，租用 {key[0]}"
+        fig.add_scatter(x=[r["tokens_per_step"] for r in pts], y=[r["tokens_per_second"] for r in pts],
+                        mode="lines+markers", name=name, visible=True if key[0] in (1, 2, 4) else "legendonly",
+                        line={"color": colors.get(key[1], "#333"), "dash": "dash" if key[2] else "solid"},
+                        text=[f"micro-batch {_label(r)}" for r in pts],
+                        hovertemplate="%{text}<br>%{x:,} tokens/step<br>%{y:,.0f} tokens/s<extra>" + name + "</extra>")
+    zero2 = sorted((r for r in rows if r["variant"] == "ZeRO-2" and r["lease"] == rows[0]["lease"]),
+                   key=lambda r: r["tokens_per_step"])
+    if zero2:
+        xs = [r["tokens_per_step"] for r in zero2]
+        fig.add_scatter(x=xs + xs[::-1], y=[0.7 * r["tokens_per_second"] for r in zero2]
+                        + [0.5 * r["tokens_per_second"] for r in zero2[::-1]], fill="toself", mode="none",
+                        fillcolor="rgba(128,128,128,0.2)", name="ZeRO-2 的 50–70%（即慢 30–50%）", hoverinfo="skip")
+    prov = (data or load_throughput())["provenance"]
+    fig.update_layout(title=f"{prov['shape']}，seq {prov['seq']}，{prov['gpu'].split(',')[0]}：吞吐与每步 token 数",
+                      xaxis={"title": "每个优化器步的 token 数（micro-batch × 累积步数 × 1024）", "type": "log"},
+                      yaxis={"title": "tokens/s"}, legend={"font": {"size": 11}}, margin={"t": 60})
+    return fig
+
+
+def slowdown_figure(data: dict | None = None):
+    """Offload slowdown (%) against tokens per optimizer step, pinned and unpinned, with the claimed 30–50% band."""
+    import plotly.graph_objects as go
+
+    rows = offload_slowdown(data)
+    fig = go.Figure()
+    xs = sorted({r["tokens_per_step"] for r in rows})
+    if xs:
+        fig.add_scatter(x=[xs[0], xs[-1], xs[-1], xs[0]], y=[30, 30, 50, 50], fill="toself", mode="none",
+                        fillcolor="rgba(128,128,128,0.2)", name="原文：慢 30–50%", hoverinfo="skip")
+    for key in dict.fromkeys((r["lease"], r["variant"], r["pinned"]) for r in rows):
+        pts = [r for r in rows if (r["lease"], r["variant"], r["pinned"]) == key]
+        name = f"{key[1]} vs {pts[0]['baseline']}" + (" (pin_memory)" if key[2] else "") + f"，租用 {key[0]}"
+        fig.add_scatter(x=[r["tokens_per_step"] for r in pts], y=[100 * r["slowdown"] for r in pts],
+                        mode="lines+markers", name=name, line={"dash": "dash" if key[2] else "solid"},
+                        visible=True if key[0] in (1, 4) else "legendonly",
+                        hovertemplate="%{x:,} tokens/step: %{y:.0f}% slower<extra>" + name + "</extra>")
+    fig.update_layout(title="CPU offload 让训练慢多少（同 stage、同 micro-batch 对比）",
+                      xaxis={"title": "每个优化器步的 token 数", "type": "log"},
+                      yaxis={"title": "比不 offload 慢（%）", "range": [0, 100]}, margin={"t": 60})
+    return fig
+
+
+# --- checkpoints -----------------------------------------------------------------------------------------------
+
+def load_checkpoint(path=None) -> dict:
+    return _load(CHECKPOINT, path)
+
+
+def checkpoint_rows(data: dict | None = None) -> list[dict]:
+    """One dict per save: stage, what was saved, seconds (and the ``os.sync()`` after it), bytes, files."""
+    data = data or load_checkpoint()
+    rows = []
+    for run in data["runs"]:
+        if not run.get("ranks"):
+            continue
+        r0 = run["ranks"][0]
+        for s in r0["saves"]:
+            rows.append({"stage": run["stage"], "gpus": r0["world_size"], "params": r0["params"], "what": s["name"],
+                         "seconds": s["seconds"], "sync_seconds": s["sync_seconds"], "bytes": s["bytes"],
+                         "files": s["layout"]["files"], "largest": s["layout"]["largest"], "returned": s.get("returned")})
+    return rows
+
+
+def checkpoint_table(data: dict | None = None) -> str:
+    return text_table(["stage", "call", "seconds", "+ os.sync()", "GB on disk", "files"],
+                      [[f"ZeRO-{r['stage']}", r["what"].replace("#0", ""), f"{r['seconds']:.1f}",
+                        f"{r['sync_seconds']:.1f}", f"{r['bytes'] / 1e9:.2f}", r["files"]]
+                       for r in checkpoint_rows(data)], align_right_from=2)
+
+
+def checkpoint_summary(data: dict | None = None) -> dict:
+    """Key figures: save_checkpoint seconds and GB per stage, save_16bit_model per stage and gather flag."""
+    out: dict = {"save_checkpoint": {}, "save_16bit_model": {}}
+    for r in checkpoint_rows(data):
+        key = f"ZeRO-{r['stage']}"
+        if r["what"].startswith("save_checkpoint"):
+            out["save_checkpoint"][key] = {"seconds": r["seconds"], "sync_seconds": r["sync_seconds"],
+                                           "GB": r["bytes"] / 1e9}
+        else:
+            flag = "gather=true" if "=true" in r["what"] else "gather=false" if "=false" in r["what"] else ""
+            out["save_16bit_model"][f"{key} {flag}".strip()] = {"seconds": r["seconds"], "GB": r["bytes"] / 1e9,
+                                                               "saved": bool(r["bytes"])}
+    return out
+
+
+# --- the notebooks at GPU scale --------------------------------------------------------------------------------
+
+def load_notebook_runs(path=None) -> dict:
+    return _load(NOTEBOOKS, path)
+
+
+def notebooks_table(data: dict | None = None) -> str:
+    """Per notebook: status, cells that ran, seconds, peak GPU memory in use (all processes, sampled)."""
+    data = data or load_notebook_runs()
+    rows = []
+    for nb in data["notebooks"]:
+        peak = nb.get("gpu_memory_peak_bytes")
+        slowest = max(nb["cells"], key=lambda c: c.get("seconds", 0), default=None)
+        rows.append([Path(nb["notebook"]).name, nb["status"], f"{nb.get('cells_ran', 0)}/{nb.get('code_cells', '?')}",
+                     f"{nb.get('seconds', 0):.0f}", f"{peak / 2**30:.1f}" if peak else "",
+                     f"{slowest['seconds']:.0f} s (cell {slowest['index']})" if slowest else ""])
+    return text_table(["notebook", "status", "cells ran", "seconds", "peak GPU GiB", "slowest cell"], rows,
+                      align_right_from=2)
+
+
+# --- collectives (several GPUs) --------------------------------------------------------------------------------
+
+def nccl_files() -> list[Path]:
+    return sorted(DATA.glob("gpu_nccl_*.json"))
+
+
+def load_nccl(path=None) -> dict:
+    """A ``benchmarks/nccl_gpu.py`` file (default: the first committed ``gpu_nccl_*.json``)."""
+    if path is None:
+        files = nccl_files()
+        if not files:
+            raise FileNotFoundError("no gpu_nccl_*.json in dscourse/data yet: it needs a machine of 2+ GPUs "
+                                    "(benchmarks/nccl_gpu.py --gpus 2)")
+        path = files[0]
+    return json.loads(Path(path).read_text())
+
+
+def nccl_peaks(data: dict | None = None) -> dict:
+    """Per collective: the peak bus bandwidth (GB/s) and the message size it was reached at."""
+    data = data or load_nccl()
+    out = {}
+    for r in data["results"]:
+        if r["op"] not in out or r["busbw_GBps"] > out[r["op"]]["busbw_GBps"]:
+            out[r["op"]] = {"busbw_GBps": r["busbw_GBps"], "algbw_GBps": r["algbw_GBps"], "bytes": r["bytes"]}
+    return out
+
+
+def nccl_table(data: dict | None = None) -> str:
+    data = data or load_nccl()
+    ops = list(dict.fromkeys(r["op"] for r in data["results"]))
+    sizes = sorted({r["bytes"] for r in data["results"]})
+    got = {(r["op"], r["bytes"]): r for r in data["results"]}
+    return text_table(["bytes", *[f"{op} busbw GB/s" for op in ops]],
+                      [[f"{s:,}", *[f"{got[(op, s)]['busbw_GBps']:.1f}" if (op, s) in got else "" for op in ops]]
+                       for s in sizes])
+
+
+def nccl_figure(data: dict | None = None):
+    import plotly.graph_objects as go
+
+    data = data or load_nccl()
+    fig = go.Figure()
+    for op in dict.fromkeys(r["op"] for r in data["results"]):
+        pts = [r for r in data["results"] if r["op"] == op]
+        fig.add_scatter(x=[r["bytes"] for r in pts], y=[r["busbw_GBps"] for r in pts], mode="lines+markers", name=op)
+    fig.update_layout(title=f"{data.get('world_size')} × {data.get('device')}：NCCL 总线带宽（busbw）",
+                      xaxis={"title": "消息大小（字节）", "type": "log"}, yaxis={"title": "busbw (GB/s)"})
+    return fig
+
+
+def nccl_vs_comm_model(params: float, stage: int, data: dict | None = None, grad_accum: int = 1) -> dict:
+    """Communication seconds per step that :mod:`dscourse.comm` predicts for ``params`` at ``stage`` when its
+    bus bandwidth is the peak measured here (all-reduce's for ZeRO-0, the slower of reduce-scatter and all-gather
+    otherwise)."""
+    from . import comm
+
+    data = data or load_nccl()
+    peaks = nccl_peaks(data)
+    bw = peaks["all_reduce"]["busbw_GBps"] if stage == 0 else min(
+        peaks["reduce_scatter"]["busbw_GBps"], peaks["all_gather"]["busbw_GBps"])
+    world = data["world_size"]
+    return {"bus_bw_GBps": bw, "world_size": world,
+            "volume_bytes": comm.step_volume_bytes(params, stage, world, grad_accum=grad_accum),
+            "seconds": comm.step_time(params, stage, world, bw * 1e9, grad_accum=grad_accum)}

@@ -1,0 +1,78 @@
+"""The committed GPU measurements load, and the functions the notebooks call return what they say."""
+
+import pytest
+
+from dscourse import gpu_results as g
+
+
+def test_throughput_covers_every_variant_and_micro_batch_with_provenance():
+    data = g.load_throughput()
+    prov = data["provenance"]
+    assert "H100" in prov["gpu"] and prov["deepspeed"] == "0.19.8" and prov["shape"] == "gpt2-350m"
+    rows = g.throughput_rows(data)
+    grid = {(r["variant"], r["micro_batch"], r["grad_accum"]) for r in rows if r["lease"] in (1, 2)}
+    assert len(grid) == 7 * 6  # 7 variants x micro-batches 1, 2, 4, 8, 16 and 16x4
+    assert all(r["tokens_per_second"] > 0 for r in rows)
+    table = g.throughput_table(data)
+    assert "ZeRO-3 +offload opt +offload param" in table and "mb 16x4" in table
+
+
+def test_offload_slowdown_against_the_same_stage_and_the_claim():
+    rows = g.offload_slowdown()
+    for r in rows:
+        assert r["baseline"] == ("ZeRO-2" if r["variant"].startswith("ZeRO-2") else "ZeRO-3")
+        assert r["slowdown"] == pytest.approx(1 - r["tokens_per_second"] / r["baseline_tokens_per_second"])
+        assert r["in_claim"] == (0.30 <= r["slowdown"] <= 0.50)
+    claim = g.offload_claim(same_lease_only=True)
+    lo, hi = claim["ranges"]["ZeRO-2 +offload opt (unpinned)"]
+    assert lo > 0.5  # unpinned host memory: every point is over 50% slower
+    lo, hi = claim["ranges"]["ZeRO-2 +offload opt (pinned)"]
+    assert lo < 0.5 and claim["points_in_claim"] > 0
+    assert "in 30-50%?" in g.offload_slowdown_table()
+
+
+def test_zero3_is_slower_than_zero2_and_zero0_1_2_are_alike():
+    cmp = g.stage_comparison()
+    rel = cmp["relative_to_zero2"]
+    assert cmp["tokens_per_step"] == 16 * 4 * 1024
+    assert all(abs(rel[s] - 1) < 0.1 for s in ("ZeRO-0", "ZeRO-1")) and rel["ZeRO-3"] < 0.8
+
+
+def test_checkpoint_sizes_follow_the_model_states():
+    rows = g.checkpoint_rows()
+    params = rows[0]["params"]
+    summary = g.checkpoint_summary()
+    # the fp32 master + Adam moments (12 bytes/param) are in every training checkpoint; ZeRO-2 adds the bf16 weights
+    assert summary["save_checkpoint"]["ZeRO-3"]["GB"] * 1e9 == pytest.approx(12 * params, rel=0.01)
+    assert summary["save_checkpoint"]["ZeRO-2"]["GB"] * 1e9 == pytest.approx(14 * params, rel=0.01)
+    assert summary["save_16bit_model"]["ZeRO-3 gather=false"]["saved"] is False
+    assert summary["save_16bit_model"]["ZeRO-3 gather=true"]["GB"] * 1e9 == pytest.approx(2 * params, rel=0.01)
+    assert "save_16bit_model" in g.checkpoint_table()
+
+
+def test_every_notebook_ran_at_gpu_scale():
+    data = g.load_notebook_runs()
+    assert data["environment"]["scale"] == "gpu" and "H100" in data["environment"]["gpu"]
+    assert all(nb["status"] == "ok" and nb["cells_ran"] == nb["code_cells"] for nb in data["notebooks"])
+    assert "01_memory_accounting.ipynb" in g.notebooks_table(data)
+
+
+def test_figures_build():
+    pytest.importorskip("plotly")
+    assert len(g.throughput_figure().data) >= 7
+    assert len(g.slowdown_figure().data) >= 3
+    assert g.throughput_figure(g.load_throughput(shape="gpt2-1.3b")).data
+
+
+def test_nccl_functions_on_a_record_in_the_benchmark_format():
+    from dscourse import comm
+
+    data = {"world_size": 2, "device": "NVIDIA H200", "results": [
+        {"op": op, "bytes": b, "algbw_GBps": bw, "busbw_GBps": bw * comm.bus_factor(op, 2)}
+        for op in ("all_reduce", "reduce_scatter", "all_gather") for b, bw in ((2**20, 50.0), (2**30, 300.0))]}
+    peaks = g.nccl_peaks(data)
+    assert peaks["all_reduce"] == {"busbw_GBps": 300.0, "algbw_GBps": 300.0, "bytes": 2**30}
+    assert peaks["all_gather"]["busbw_GBps"] == 150.0
+    model = g.nccl_vs_comm_model(1e9, 3, data)
+    assert model["seconds"] == pytest.approx(comm.step_time(1e9, 3, 2, 150e9))
+    assert "all_reduce busbw GB/s" in g.nccl_table(data)
