@@ -22,18 +22,10 @@ import sys
 import time
 from pathlib import Path
 
+from dscourse.comm import bus_factor  # nccl-tests' busbw / algbw: the one definition the course uses
 from dscourse.scripts import finish
 
 OPS = ("all_reduce", "reduce_scatter", "all_gather")
-
-
-def bus_factor(op: str, n: int) -> float:
-    """nccl-tests' busbw / algbw for ``op`` on ``n`` ranks."""
-    if op == "all_reduce":
-        return 2 * (n - 1) / n
-    if op in ("reduce_scatter", "all_gather"):
-        return (n - 1) / n
-    raise ValueError(f"unknown collective {op!r}: use one of {OPS}")
 
 
 def parse_args(argv=None):
