@@ -93,3 +93,25 @@ def test_every_benchmark_and_the_runner_have_help():
                    "benchmarks/gpu_memory.py", "tools/run_notebooks_gpu.py"):
         done = _run(script, "--help", timeout=120)
         assert done.returncode == 0 and "usage" in done.stdout, script
+
+
+def test_more_ranks_than_gpus_run_on_cpu_ranks(monkeypatch, tmp_path):
+    """A 2-rank demo on a one-GPU machine: NCCL refuses two ranks on one GPU, so run_ranks hides the GPU."""
+    import subprocess as sp
+
+    from dscourse import launch
+
+    seen = {}
+    real = sp.Popen
+
+    def popen(cmd, **kw):
+        seen.update(kw["env"])
+        return real(cmd, **kw)
+
+    monkeypatch.setattr(launch, "visible_gpus", lambda: 1)
+    monkeypatch.setattr(launch.subprocess, "Popen", popen)
+    res = launch.run_ranks("dscourse.scripts.collective_bandwidth",
+                           ["--max-bytes", "4096", "--iters", "1", "--warmup", "0", "--ops", "all_reduce"],
+                           nproc=2, timeout=120, out_dir=tmp_path)
+    assert seen["CUDA_VISIBLE_DEVICES"] == "" and seen["DS_ACCELERATOR"] == "cpu"
+    assert [r["backend"] for r in res.ranks] == ["gloo", "gloo"]
