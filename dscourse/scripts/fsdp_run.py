@@ -39,9 +39,8 @@ STRATEGIES = ("full", "grad_op", "no_shard", "hybrid")
 def parse_args(argv=None):
     from dscourse.models import SHAPES
 
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--strategy", default="full", choices=STRATEGIES, help="FSDP1 name of the sharding strategy")
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--strategy", default="full", choices=STRATEGIES, help="full (FULL_SHARD), grad_op (SHARD_GRAD_OP), no_shard (NO_SHARD), hybrid (HYBRID_SHARD)")
     p.add_argument("--mesh", type=int, nargs=2, default=None, metavar=("REPLICATE", "SHARD"),
                    help="2-D mesh for --strategy hybrid (REPLICATE x SHARD = number of ranks)")
     p.add_argument("--precision", default="bf16", choices=["bf16", "fp32"])
