@@ -335,3 +335,31 @@ def nccl_vs_comm_model(params: float, stage: int, data: dict | None = None, grad
     return {"bus_bw_GBps": bw, "world_size": world,
             "volume_bytes": comm.step_volume_bytes(params, stage, world, grad_accum=grad_accum),
             "seconds": comm.step_time(params, stage, world, bw * 1e9, grad_accum=grad_accum)}
+
+
+def key_figures() -> dict:
+    """The numbers the prose quotes, formatted (for ``dscourse.book.glue``): offload slowdown ranges (same-lease
+    comparisons), ZeRO-3 against ZeRO-2, checkpoint seconds and sizes, notebook run times."""
+    claim = offload_claim(same_lease_only=True)
+    r2 = claim["ranges"].get("ZeRO-2 +offload opt (pinned)", (0, 0))
+    r2u = claim["ranges"].get("ZeRO-2 +offload opt (unpinned)", (0, 0))
+    r3 = claim["ranges"].get("ZeRO-3 +offload opt (pinned)", (0, 0))
+    st = stage_comparison()["relative_to_zero2"]
+    ck = checkpoint_summary()
+    nbs = load_notebook_runs()["notebooks"]
+    big = load_throughput(shape="gpt2-1.3b")
+    r13 = [r["slowdown"] for r in offload_slowdown(big)]
+    return {
+        "offload_zero2_pinned_range": f"{100 * r2[0]:.0f}–{100 * r2[1]:.0f}%",
+        "offload_zero2_unpinned_range": f"{100 * r2u[0]:.0f}–{100 * r2u[1]:.0f}%",
+        "offload_zero3_pinned_range": f"{100 * r3[0]:.0f}–{100 * r3[1]:.0f}%",
+        "offload_zero2_1_3b_pinned_range": f"{100 * min(r13):.0f}–{100 * max(r13):.0f}%" if r13 else "",
+        "zero3_vs_zero2_throughput": f"{100 * st.get('ZeRO-3', 0):.0f}%",
+        "ckpt_zero2_seconds": f"{ck['save_checkpoint']['ZeRO-2']['seconds']:.0f}",
+        "ckpt_zero3_seconds": f"{ck['save_checkpoint']['ZeRO-3']['seconds']:.0f}",
+        "ckpt_zero2_gb": f"{ck['save_checkpoint']['ZeRO-2']['GB']:.1f}",
+        "ckpt_zero3_gb": f"{ck['save_checkpoint']['ZeRO-3']['GB']:.1f}",
+        "model16_zero2_seconds": f"{ck['save_16bit_model']['ZeRO-2']['seconds']:.1f}",
+        "model16_zero3_gather_seconds": f"{ck['save_16bit_model']['ZeRO-3 gather=true']['seconds']:.1f}",
+        "notebooks_gpu_seconds": f"{sum(nb['seconds'] for nb in nbs):.0f}",
+    }

@@ -76,3 +76,9 @@ def test_nccl_functions_on_a_record_in_the_benchmark_format():
     model = g.nccl_vs_comm_model(1e9, 3, data)
     assert model["seconds"] == pytest.approx(comm.step_time(1e9, 3, 2, 150e9))
     assert "all_reduce busbw GB/s" in g.nccl_table(data)
+
+
+def test_key_figures_are_strings_for_the_prose():
+    figs = g.key_figures()
+    assert all(isinstance(v, str) and v for v in figs.values())
+    assert float(figs["ckpt_zero3_gb"]) < float(figs["ckpt_zero2_gb"])
