@@ -22,7 +22,7 @@ MAPPING = {
     "SHARD_GRAD_OP": ("fully_shard(m, reshard_after_forward=False)", "ZeRO-2",
                       "grads, optimizer state (+ params at rest)"),
     "NO_SHARD": ("fully_shard(m, mesh=2-D (N, 1))", "ZeRO-0 (DDP)", "nothing"),
-    "HYBRID_SHARD": ("fully_shard(m, mesh=2-D (replicas, shard))", "ZeRO-3 in groups (MiCS; ZeRO++ hpZ is close)",
+    "HYBRID_SHARD": ("fully_shard(m, mesh=2-D (replicas, shard))", "ZeRO++ hpZ (close, not equal)",
                      "everything, within each shard group"),
 }
 
@@ -45,15 +45,18 @@ def fsdp_train(workdir: str | Path, strategy: str = "full", precision: str = "bf
 
 
 def zero_held(workdir: str | Path, stage: int = 3, shape: str = "gpt2-tiny", nproc: int = 2, steps: int = 4,
-              offload: bool = False, persistence_threshold: int | None = 0, timeout: float = 600) -> list[dict]:
+              offload: bool = False, persistence_threshold: int | None = 0, extra_zero: dict | None = None,
+              timeout: float = 600) -> list[dict]:
     """What each rank of a bf16 DeepSpeed engine holds after ``steps`` steps (``dscourse.scripts.zero_memory``).
 
     ``persistence_threshold=0`` makes ZeRO-3 shard every parameter; DeepSpeed's default (1e5) keeps every
     parameter of at most 1e5 elements whole on each rank, which on a small model is all of them.
+    ``extra_zero``: more ``zero_optimization`` keys (``{"zero_hpz_partition_size": 2}`` for ZeRO++ hpZ).
     """
-    run = Path(workdir) / f"zero{stage}{'-offload' if offload else ''}"
+    run = Path(workdir) / f"zero{stage}{'-offload' if offload else ''}-{nproc}{'-extra' if extra_zero else ''}"
     zero = {} if persistence_threshold is None or stage != 3 else \
         {"stage3_param_persistence_threshold": persistence_threshold}
+    zero.update(extra_zero or {})
     args = ["--stage", str(stage), "--steps", str(steps), "--shape", shape, "--zero-json", json.dumps(zero)]
     if offload:
         args += ["--offload-optimizer", "cpu", "--offload-param", "cpu"]

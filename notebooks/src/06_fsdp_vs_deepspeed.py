@@ -167,6 +167,7 @@ runs = {"FULL_SHARD": fs,
         "NO_SHARD": fsdp_train(WORK, "no_shard", "bf16", steps=4, shape=SHAPE, nproc=NPROC),
         "HYBRID_SHARD": fsdp_train(WORK, "hybrid", "bf16", steps=4, shape=SHAPE, nproc=2 * NPROC, mesh=(2, NPROC))}
 z2 = zero_held(WORK, 2, shape=SHAPE, nproc=NPROC, steps=4)
+hpz = zero_held(WORK, 3, shape=SHAPE, nproc=2 * NPROC, steps=2, extra_zero={"zero_hpz_partition_size": NPROC})
 rows = []
 for name, ranks in runs.items():
     r = ranks[0]
@@ -178,6 +179,8 @@ print(text_table(["FSDP2 run", "ranks", "mesh", "placement", "params at rest", "
                   "Adam state"], rows, align_right_from=4))
 zrows = [[f"ZeRO-{s}", len(zr), f"{zero_elements(zr[0])['params']:,}", f"{zero_elements(zr[0])['master']:,}",
           f"{zero_elements(zr[0])['optim']:,}"] for s, zr in ((2, z2), (3, z3))]
+zrows.append([f"ZeRO-3 + hpZ ({NPROC} per group)", len(hpz), f"{zero_elements(hpz[0])['params']:,}",
+              f"{zero_elements(hpz[0])['master']:,}", f"{zero_elements(hpz[0])['optim']:,}"])
 print()
 print(text_table(["DeepSpeed bf16", "ranks", "bf16 params", "fp32 master", "Adam state"], zrows, align_right_from=2))
 
@@ -187,7 +190,10 @@ assert e["FULL_SHARD"]["params"] == e["SHARD_GRAD_OP"]["params"] == e["HYBRID_SH
 assert between["FULL_SHARD"] == total // NPROC and between["SHARD_GRAD_OP"] == total // NPROC + total
 assert e["NO_SHARD"]["params"] == between["NO_SHARD"] == total
 assert zero_elements(z2[0])["params"] == total and zero_elements(z2[0])["master"] == total // NPROC
+assert zero_elements(hpz[0])["master"] == total // (2 * NPROC) < e["HYBRID_SHARD"]["params"]
 glue("hybrid_ranks", 2 * NPROC)
+glue("hybrid_fraction", f"1/{total // e['HYBRID_SHARD']['params']}")
+glue("hpz_fraction", f"1/{total // zero_elements(hpz[0])['master']}")
 
 # %% [markdown]
 # 读表：
@@ -199,10 +205,31 @@ glue("hybrid_ranks", 2 * NPROC)
 # - **NO_SHARD = ZeRO-0 / DDP**：FSDP2 没有 NO_SHARD 这个选项；2-D 网格 (N, 1)——在 N 个副本之间复制、在 1 个 rank 内"切分"——就是它：
 #   每个 rank 持有全部参数、梯度和 Adam 状态，梯度用 all-reduce 同步。纯数据并行在 PyTorch 里更常用的写法是 DDP。
 # - **HYBRID_SHARD**：2-D 网格 (副本组数, 组内分片数)，组内做 FULL_SHARD，组间像 DDP 一样复制并 all-reduce 梯度。
-#   4 个 rank、网格 2×2 时每个 rank 持有 1/2 而不是 1/4：用内存换跨节点通信（组通常就是一个节点）。
-#   DeepSpeed 里与它最接近的是 **MiCS**（`mics_shard_size`：在组内切分、组间复制，包括优化器状态）；
-#   常被拿来类比的 **ZeRO++ hpZ**（`zero_hpz_partition_size`）只在节点内多存一份**参数**的二级分区，让反向的 all-gather 不跨节点，
-#   优化器状态仍然在全部 rank 上切分，所以它省的内存比 HYBRID_SHARD 多、省的通信少。"HYBRID_SHARD ≈ ZeRO++ hpZ"只是近似。
+#   4 个 rank、网格 2×2 时每个 rank 持有 1/2 而不是 1/4：参数、梯度、Adam 状态都只在组内切分，用内存换跨节点通信（组通常就是一个节点）。
+# - **ZeRO++ hpZ 不等于 HYBRID_SHARD**：`zero_hpz_partition_size` 在每组（节点）内多存一份**参数**的二级分区，让反向的 all-gather
+#   不跨节点；fp32 主权重和 Adam 状态仍然在**全部** rank 上切分。上面 DeepSpeed 表的最后一行是同样 4 个 rank 上的 hpZ：
+#   主权重和 Adam 状态是 1/4，而 HYBRID_SHARD 是 1/2。（表里只清点了主分区；二级分区挂在每个参数的 `ds_secondary_tensor` 上，
+#   是组内 1/2 的 bf16 参数，每元素 2 字节。）hpZ 多花的只是这份 16 位参数，HYBRID_SHARD 多花的是主权重和优化器状态：
+#   hpZ 省的显存比 HYBRID_SHARD 多，省的通信少（梯度的 reduce-scatter 仍然跨所有 rank）。
+#
+# DeepSpeed 以前还有一个与 HYBRID_SHARD 真正对应的功能 MiCS（`mics_shard_size`：组内切分、组间完整复制）。DeepSpeed 0.19 已经删掉了它，
+# 配置里写这个键会直接报错：
+
+# %%
+from deepspeed.runtime.config import DeepSpeedConfig
+
+from dscourse.config import build_config
+
+for extra in ({"mics_shard_size": 2}, {"zero_hpz_partition_size": 2}):
+    try:
+        parsed = DeepSpeedConfig(build_config(3, micro_batch=2, world_size=1, extra_zero=extra))
+        print(f"{extra}: accepted (zero_hpz_partition_size = {parsed.zero_config.zero_hpz_partition_size})")
+    except Exception as error:  # DeepSpeedConfigError
+        print(f"{extra}: {type(error).__name__}: {error}")
+
+# %% [markdown]
+# 所以常见对照表里的"HYBRID_SHARD ≈ ZeRO++ hpZ"只是近似：在 DeepSpeed 0.19 里，跨节点少通信的办法就是 hpZ（以及 ZeRO++ 的另两项：
+# 量化权重 qwZ 和量化梯度 qgZ），代价与 HYBRID_SHARD 不同。
 #
 # ## 4. Offload：各自放什么、在哪里算
 #
@@ -332,7 +359,7 @@ print(text_table(["run", "time per step"], rows))
 # | 两者训练出同样的模型：fp32 下 loss 相对差 < 10⁻⁶，bf16 < 10⁻³ | 第 1 节 |
 # | FULL_SHARD 与 ZeRO-3 每个 rank 持有的分区逐个相等；FSDP2 混合精度每元素少存一份 bf16 参数 | 第 2 节 |
 # | SHARD_GRAD_OP 不等于 ZeRO-2：静止时参数也是切分的 | 第 3 节 |
-# | 跨节点想少通信：FSDP 用 HYBRID_SHARD（2-D 网格），DeepSpeed 用 MiCS 或 ZeRO++ hpZ | 第 3 节 |
+# | 跨节点想少通信：FSDP 用 HYBRID_SHARD（2-D 网格），DeepSpeed 0.19 用 ZeRO++ hpZ（MiCS 已删除）；两者的代价不同 | 第 3 节 |
 # | 显存极紧、要只 offload 优化器或用 NVMe：DeepSpeed | 第 4 节 |
 # | 已经用 Accelerate：换框架只换配置文件，训练脚本不变 | 第 5 节 |
 # | 在 CPU 上用 Accelerate 试 FSDP：先确认 `distributed_type` 真的是 FSDP | 第 5 节 |
