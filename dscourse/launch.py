@@ -93,11 +93,8 @@ def run_ranks(module: str, args: list[str], nproc: int | None = 2, launcher: str
     cmd = launcher_command(module, [*args, "--out", str(out)], nproc, launcher, port=port,
                            launcher_args=list(launcher_args))
     full_env = _launch_env(env)
-    gpus = visible_gpus() if "CUDA_VISIBLE_DEVICES" not in (env or {}) else 0
-    if launcher == "torchrun" and 0 < gpus < nproc:
-        # More ranks than GPUs (a 2-rank demo on a one-GPU machine): NCCL refuses two ranks on one GPU,
-        # so these ranks run on the CPU with gloo, as on a machine without a GPU.
-        full_env.update({"CUDA_VISIBLE_DEVICES": "", "DS_ACCELERATOR": "cpu"})
+    if launcher == "torchrun":
+        full_env.update(cpu_ranks_if_gpus_short(nproc, env))
     if launcher == "deepspeed" and "CUDA_VISIBLE_DEVICES" not in full_env:
         # On a CPU-only machine the deepspeed launcher needs to be told how many "devices" there are.
         full_env.setdefault("CUDA_VISIBLE_DEVICES", ",".join(str(i) for i in range(nproc)))
@@ -160,8 +157,9 @@ def run_nodes(commands: list[list[str]], out_dir: str | Path, world_size: int, t
     procs = []
     try:
         for i, cmd in enumerate(full):
+            node = {**(env or {}), **(node_env[i] if node_env else {})}
             procs.append(subprocess.Popen(cmd, stdout=logs[i], stderr=subprocess.STDOUT, text=True,
-                                          env=_launch_env({**(env or {}), **(node_env[i] if node_env else {})}),
+                                          env={**_launch_env(node), **cpu_ranks_if_gpus_short(world_size, node)},
                                           start_new_session=True))
         deadline = time.monotonic() + timeout
         failed_at = None
@@ -194,6 +192,19 @@ def run_nodes(commands: list[list[str]], out_dir: str | Path, world_size: int, t
     if len(ranks) != world_size:
         raise LaunchError(f"{len(ranks)} of {world_size} ranks wrote results.\n" + report)
     return NodesResult(ranks=ranks, logs=texts, commands=full)
+
+
+def cpu_ranks_if_gpus_short(ranks: int, env: dict | None = None) -> dict:
+    """The environment that moves ``ranks`` ranks onto the CPU when this machine has GPUs, but fewer than ranks.
+
+    A 2-rank demo (or two simulated "nodes") on a one-GPU machine: NCCL refuses two ranks on one GPU
+    ("invalid usage"), so such ranks run on the CPU with gloo, as on a machine without a GPU. Nothing
+    changes where the caller chose the devices (``CUDA_VISIBLE_DEVICES`` in ``env``) or there is no GPU.
+    """
+    if "CUDA_VISIBLE_DEVICES" in (env or {}):
+        return {}
+    gpus = visible_gpus()
+    return {"CUDA_VISIBLE_DEVICES": "", "DS_ACCELERATOR": "cpu"} if 0 < gpus < ranks else {}
 
 
 def visible_gpus() -> int:

@@ -32,3 +32,18 @@ def test_launcher_command_refuses_nonsense():
         launcher_command("m", [], 0)
     with pytest.raises(ValueError, match="unknown launcher"):
         launcher_command("m", [], 2, launcher="mpirun")
+
+
+@pytest.mark.parametrize("launcher", ["torchrun", "deepspeed-nossh"])
+def test_simulated_nodes_on_a_one_gpu_machine_run_on_cpu_ranks(launcher, monkeypatch):
+    """Two "nodes" of one rank each on a one-GPU machine: NCCL would refuse two ranks on one GPU
+    (seen on an H100 running notebook 05 at GPU scale), so the ranks go to the CPU with gloo."""
+    from dscourse import launch
+    from dscourse.multinode.simulate import run_nodes_job
+
+    assert launch.cpu_ranks_if_gpus_short(2, {"CUDA_VISIBLE_DEVICES": "0"}) == {}
+    monkeypatch.setattr(launch, "visible_gpus", lambda: 1)
+    assert launch.cpu_ranks_if_gpus_short(1) == {}
+    job = run_nodes_job(launcher, "dscourse.scripts.allreduce_bench", ["--sizes", "1e4", "--ops", "all_reduce"],
+                        timeout=300, use_netns=False)
+    assert [r["backend"] for r in job.result.ranks] == ["gloo", "gloo"]
