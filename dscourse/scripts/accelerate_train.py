@@ -14,10 +14,8 @@ settings and the elements each rank holds) and the losses; rank 0 prints ``step 
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
-from pathlib import Path
 
 
 def parse_args(argv=None):
@@ -94,10 +92,7 @@ def main(argv=None) -> int:
         result["fsdp"] = {"version": fsdp.fsdp_version, "reshard_after_forward": fsdp.reshard_after_forward,
                           "offload": str(fsdp.cpu_offload), "mixed_precision": str(fsdp.mixed_precision_policy),
                           "elements": held["elements"], "param_dtype": str(next(model.parameters()).dtype)}
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / f"rank{accelerator.process_index}.json").write_text(json.dumps(result, indent=1, default=str))
-    finish()
+    finish(result, args.out, accelerator.process_index)
     return 0
 
 

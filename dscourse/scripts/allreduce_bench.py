@@ -12,12 +12,10 @@ the IPv4 addresses it sees, so a multi-node run shows which "host" it ran on.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import statistics
 import sys
 import time
-from pathlib import Path
 
 from dscourse.scripts import finish
 
@@ -108,10 +106,7 @@ def main(argv=None) -> int:
     info = {"rank": rank, "world_size": world, "backend": dist.get_backend(), "device": str(device),
             "addresses": _addresses(), "master_addr": os.environ.get("MASTER_ADDR"),
             "gloo_socket_ifname": os.environ.get("GLOO_SOCKET_IFNAME"), "results": results}
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / f"rank{rank}.json").write_text(json.dumps(info, indent=1))
-    finish()
+    finish(info, args.out, rank)
     return 0
 
 

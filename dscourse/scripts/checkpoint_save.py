@@ -16,7 +16,6 @@ absorbs a fast save), and the files are counted and deleted. Every rank writes `
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import shutil
 import sys
@@ -125,10 +124,7 @@ def main(argv=None) -> int:
     result = {"rank": rank, "world_size": world, "shape": args.shape, "shape_spec": shape.as_dict(),
               "params": params, "stage": args.stage, "saves": saves,
               "device": torch.cuda.get_device_name() if cuda else "cpu"}
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / f"rank{rank}.json").write_text(json.dumps(result, indent=1))
-    finish()
+    finish(result, args.out, rank)
     return 0
 
 

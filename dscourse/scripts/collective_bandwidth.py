@@ -15,12 +15,10 @@ warm-up (CUDA events on a GPU), each iteration ended by a device synchronisation
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import statistics
 import sys
 import time
-from pathlib import Path
 
 from dscourse.comm import bus_factor  # nccl-tests' busbw / algbw: the one definition the course uses
 from dscourse.scripts import finish
@@ -104,10 +102,7 @@ def main(argv=None) -> int:
     result = {"rank": rank, "world_size": world, "dtype": args.dtype, "backend": dist.get_backend(),
               "device": torch.cuda.get_device_name() if cuda else "cpu", "warmup": args.warmup,
               "iters": args.iters, "results": results}
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / f"rank{rank}.json").write_text(json.dumps(result, indent=1))
-    finish()
+    finish(result, args.out, rank)
     return 0
 
 

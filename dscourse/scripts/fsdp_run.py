@@ -25,11 +25,9 @@ elements it holds between forward and backward, and seconds per step.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 import time
-from pathlib import Path
 
 from dscourse.scripts import finish
 
@@ -165,10 +163,7 @@ def main(argv=None) -> int:
               "params": total_params, "param_dtype": str(first.dtype).replace("torch.", ""),
               "held": held, "where": where, "param_elements_between_forward_and_backward": during,
               "losses": losses, "seconds_per_step": seconds, "micro_batch": args.micro_batch}
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / f"rank{rank}.json").write_text(json.dumps(result, indent=1))
-    finish()
+    finish(result, args.out, rank)
     return 0
 
 

@@ -13,7 +13,6 @@ full weights beside the results, to check a saved model against. Rank 0 prints `
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 import time
@@ -110,8 +109,7 @@ def main(argv=None) -> int:
             torch.save(master, out / "weights_fp32.pt")
             torch.save(module, out / "weights_module.pt")
     result.update({"rank": rank, "world_size": world, "config": str(args.config)})
-    (out / f"rank{rank}.json").write_text(json.dumps(result, indent=1, default=str))
-    finish()
+    finish(result, out, rank)
     return 0
 
 

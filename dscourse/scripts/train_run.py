@@ -14,7 +14,6 @@ computes with (``weights_bf16.pt``), to check a consolidated checkpoint against.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 from pathlib import Path
@@ -122,8 +121,7 @@ def main(argv=None) -> int:
     result.update({"rank": rank, "world_size": world, "zero_stage": engine.zero_optimization_stage(),
                    "optimizer_class": type(engine.optimizer).__name__,
                    "losses": losses, "first_step": start + 1, "micro_batch": micro})
-    (out / f"rank{rank}.json").write_text(json.dumps(result, indent=1))
-    finish()
+    finish(result, out, rank)
     return 0
 
 

@@ -13,9 +13,7 @@ values it ended up with.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
-from pathlib import Path
 
 from dscourse.scripts import finish
 
@@ -98,10 +96,7 @@ def main(argv=None) -> int:
     shape = SHAPES[args.shape]
     result = (run_trainer if args.trainer else run_plain)(args, shape, rank, world)
     result.update({"rank": rank, "world_size": world, "config": str(args.config), "trainer": args.trainer})
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / f"rank{rank}.json").write_text(json.dumps(result, indent=1, default=str))
-    finish()
+    finish(result, args.out, rank)
     return 0
 
 

@@ -16,10 +16,8 @@ word embeddings (gathered) and the loss of the first step, by build; rank 0 prin
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import sys
-from pathlib import Path
 
 from dscourse.scripts import finish
 
@@ -105,10 +103,7 @@ def main(argv=None) -> int:
     for build in args.build:
         builds[build] = one_build(build, config, ds_config, shape, args, rank)
     result = {"rank": rank, "builds": builds}
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / f"rank{rank}.json").write_text(json.dumps(result, indent=1))
-    finish()
+    finish(result, args.out, rank)
     return 0
 
 

@@ -16,7 +16,6 @@ import json
 import os
 import sys
 import time
-from pathlib import Path
 
 from dscourse.scripts import finish
 
@@ -114,10 +113,7 @@ def main(argv=None) -> int:
         "cuda_forward_activations": forward_activations,
         "losses": losses, "seconds": seconds,
     }
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / f"rank{rank}.json").write_text(json.dumps(result, indent=1))
-    finish()
+    finish(result, args.out, rank)
     return 0
 
 

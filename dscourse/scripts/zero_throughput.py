@@ -15,12 +15,10 @@ and the larger micro-batches after it are skipped. Every rank writes ``rank<N>.j
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import statistics
 import sys
 import time
-from pathlib import Path
 
 from dscourse.scripts import finish
 
@@ -175,10 +173,7 @@ def main(argv=None) -> int:
         "config": cfg, "init_seconds": init_seconds, "points": points,
         "device": torch.cuda.get_device_name() if cuda else "cpu",
     }
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / f"rank{rank}.json").write_text(json.dumps(result, indent=1))
-    finish()
+    finish(result, args.out, rank)
     return 0
 
 
