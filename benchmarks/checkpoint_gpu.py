@@ -18,19 +18,12 @@ import os
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from dscourse.launch import LaunchError, run_ranks  # noqa: E402
+from dscourse.measure import record_run  # noqa: E402
 from dscourse.provenance import environment  # noqa: E402
-
-
-def threads(gpus: int) -> int:
-    """CPU threads per rank: the machine's cores shared by the ranks (DeepSpeedCPUAdam and the host copies
-    use them; run_ranks' default of 1 would make every offloaded optimizer step single-threaded)."""
-    return max(1, (os.cpu_count() or 1) // max(1, gpus))
 
 
 def filesystem(path: str) -> str:
@@ -67,19 +60,10 @@ def main(argv=None) -> int:
         "optimizer": "torch.optim.AdamW via DeepSpeed (torch_adam)", "filesystem": filesystem(ckpt_dir),
         "cpu_count": os.cpu_count(), "dry_run": args.dry_run}, "runs": []}
     for stage in args.stages:
-        t0 = time.time()
         run = {"shape": args.shape, "stage": stage, "gpus": args.gpus}
-        try:
-            res = run_ranks("dscourse.scripts.checkpoint_save",
-                            ["--shape", args.shape, "--stage", str(stage), "--repeats", str(args.repeats),
-                             "--dir", str(Path(ckpt_dir) / f"zero{stage}")], nproc=args.gpus, timeout=args.timeout,
-                            env={"OMP_NUM_THREADS": str(threads(args.gpus))})
-            run["ranks"] = res.ranks
-        except LaunchError as e:
-            run["error"] = str(e)[-3000:]
-        run["wall_seconds"] = round(time.time() - t0, 1)
-        data["runs"].append(run)
-        out.write_text(json.dumps(data, indent=1))
+        record_run(data, out, run, "dscourse.scripts.checkpoint_save",
+                   ["--shape", args.shape, "--stage", str(stage), "--repeats", str(args.repeats),
+                    "--dir", str(Path(ckpt_dir) / f"zero{stage}")], args.gpus, args.timeout)
         for s in run.get("ranks", [{}])[0].get("saves", []):
             print(f"ZeRO-{stage} {s['name']}: {s['seconds']:.2f} s + sync {s['sync_seconds']:.2f} s, "
                   f"{s['bytes'] / 1e9:.3f} GB in {s['layout']['files']} files", flush=True)

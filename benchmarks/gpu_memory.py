@@ -15,19 +15,12 @@ import argparse
 import json
 import os
 import sys
-import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from dscourse.launch import LaunchError, run_ranks  # noqa: E402
+from dscourse.measure import record_run, threads_per_rank  # noqa: E402
 from dscourse.provenance import environment  # noqa: E402
-
-
-def threads(gpus: int) -> int:
-    """CPU threads per rank: the machine's cores shared by the ranks (DeepSpeedCPUAdam and the host copies
-    use them; run_ranks' default of 1 would make every offloaded optimizer step single-threaded)."""
-    return max(1, (os.cpu_count() or 1) // max(1, gpus))
 
 
 VARIANTS = [  # (stage, offload_optimizer, offload_param)
@@ -54,7 +47,7 @@ def main(argv=None) -> int:
                    help="OMP_NUM_THREADS per rank (default: the cores shared by the ranks; memory does not depend on it)")
     p.add_argument("--out", required=True)
     args = p.parse_args(argv)
-    args.threads = args.threads or threads(args.gpus)
+    args.threads = args.threads or threads_per_rank(args.gpus)
 
     out = Path(args.out)
     data = json.loads(out.read_text()) if out.exists() else {"provenance": provenance(), "runs": []}
@@ -62,21 +55,12 @@ def main(argv=None) -> int:
     for shape in args.shapes:
         for mb in args.micro_batches:
             for stage, oo, op in variants:
-                t0 = time.time()
                 run = {"shape": shape, "stage": stage, "offload_optimizer": oo, "offload_param": op,
                        "micro_batch": mb, "gpus": args.gpus}
-                try:
-                    res = run_ranks("dscourse.scripts.zero_memory",
-                                    ["--shape", shape, "--stage", str(stage), "--offload-optimizer", oo,
-                                     "--offload-param", op, "--micro-batch", str(mb), "--steps", str(args.steps)],
-                                    nproc=args.gpus, timeout=args.timeout,
-                                    env={"OMP_NUM_THREADS": str(args.threads)})
-                    run["ranks"] = res.ranks
-                except LaunchError as e:
-                    run["error"] = str(e)[-3000:]
-                run["wall_seconds"] = round(time.time() - t0, 1)
-                data["runs"].append(run)
-                out.write_text(json.dumps(data, indent=1))
+                record_run(data, out, run, "dscourse.scripts.zero_memory",
+                           ["--shape", shape, "--stage", str(stage), "--offload-optimizer", oo,
+                            "--offload-param", op, "--micro-batch", str(mb), "--steps", str(args.steps)],
+                           args.gpus, args.timeout, args.threads)
                 r0 = run.get("ranks", [{}])[0]
                 print(f"{shape} mb={mb} stage={stage} oo={oo} op={op}: after_step="
                       f"{r0.get('cuda_allocated_after_step')} peak={r0.get('cuda_peak_during_steps')} "

@@ -22,14 +22,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from dscourse.launch import LaunchError, run_ranks  # noqa: E402
+from dscourse.measure import record_run, threads_per_rank  # noqa: E402
 from dscourse.provenance import environment  # noqa: E402
-
-
-def threads(gpus: int) -> int:
-    """CPU threads per rank: the machine's cores shared by the ranks (DeepSpeedCPUAdam and the host copies
-    use them; run_ranks' default of 1 would make every offloaded optimizer step single-threaded)."""
-    return max(1, (os.cpu_count() or 1) // max(1, gpus))
 
 
 VARIANTS = [  # (stage, offload_optimizer, offload_param)
@@ -49,7 +43,7 @@ def provenance(args) -> dict:
     return {**environment(), "script": "benchmarks/throughput_gpu.py",
             "command": " ".join(["python3", "benchmarks/throughput_gpu.py", *sys.argv[1:]]),
             "shape": args.shape, "shape_spec": SHAPES[args.shape].as_dict(), "seq": SHAPES[args.shape].seq,
-            "gpus": args.gpus, "omp_threads_per_rank": threads(args.gpus), "cpu_count": os.cpu_count(),
+            "gpus": args.gpus, "omp_threads_per_rank": threads_per_rank(args.gpus), "cpu_count": os.cpu_count(),
             "precision": "bf16", "warmup_steps": args.warmup, "timed_steps": args.steps,
             "optimizer": "offload variants: DeepSpeedCPUAdam (AdamW); others: torch.optim.AdamW on the GPU; "
                          "gradient_clipping 1.0",
@@ -96,22 +90,13 @@ def main(argv=None) -> int:
             data["runs"].append(run)
             out.write_text(json.dumps(data, indent=1))
             continue
-        t0 = time.time()
-        try:
-            res = run_ranks("dscourse.scripts.zero_throughput",
-                            ["--shape", args.shape, "--stage", str(stage), "--offload-optimizer", oo,
-                             "--offload-param", op, "--micro-batches", *map(str, args.micro_batches),
-                             "--grad-accum", *map(str, args.grad_accum), "--warmup", str(args.warmup),
-                             "--steps", str(args.steps), "--point-budget", str(args.point_budget)]
-                            + (["--pin-memory"] if args.pin_memory else []) + ["--optimizer", args.optimizer],
-                            nproc=args.gpus, timeout=args.timeout,
-                            env={"OMP_NUM_THREADS": str(threads(args.gpus))})
-            run["ranks"] = res.ranks
-        except LaunchError as e:
-            run["error"] = str(e)[-3000:]
-        run["wall_seconds"] = round(time.time() - t0, 1)
-        data["runs"].append(run)
-        out.write_text(json.dumps(data, indent=1))
+        record_run(data, out, run, "dscourse.scripts.zero_throughput",
+                   ["--shape", args.shape, "--stage", str(stage), "--offload-optimizer", oo,
+                    "--offload-param", op, "--micro-batches", *map(str, args.micro_batches),
+                    "--grad-accum", *map(str, args.grad_accum), "--warmup", str(args.warmup),
+                    "--steps", str(args.steps), "--point-budget", str(args.point_budget)]
+                   + (["--pin-memory"] if args.pin_memory else []) + ["--optimizer", args.optimizer],
+                   args.gpus, args.timeout)
         points = run.get("ranks", [{}])[0].get("points", [])
         summary = " ".join(f"mb{q['micro_batch']}x{q['grad_accum']}:"
                            + (f"{q['tokens_per_second']:,.0f}" if "tokens_per_second" in q else "OOM" if "oom" in q

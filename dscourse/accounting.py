@@ -91,23 +91,32 @@ def walk_tensors(engine, max_depth: int = 8):
     yield from visit(engine.optimizer, "optimizer", 0)
 
 
-def count_engine_bytes(engine) -> dict:
-    """Bytes held by this rank, per device kind ("cpu", "cuda", ...) and category.
-
-    Returns ``{"cuda": {"params": n, ...}, "cpu": {...}, "paths": {path: (device, category, nbytes)}}``.
-    """
+def _count(root, local=lambda t: t) -> tuple[dict, dict, dict]:
+    """Walk ``root.module`` and ``root.optimizer`` and count each storage once: bytes by device kind and
+    category, elements by category, and every counted path. ``local`` maps a tensor to what this rank holds."""
     seen = set()
     totals: dict = defaultdict(lambda: dict.fromkeys(CATEGORIES, 0))
+    elements = dict.fromkeys(CATEGORIES, 0)
     paths = {}
-    for path, t in walk_tensors(engine):
+    for path, t in walk_tensors(root):
+        t = local(t)
         key, nbytes = _storage_key(t)
         if nbytes == 0 or key in seen or t.device.type == "meta":
             continue
         seen.add(key)
         category = classify(path)
         totals[t.device.type][category] += nbytes
+        elements[category] += nbytes // t.element_size()
         paths[path] = (t.device.type, category, nbytes)
-    result = {dev: dict(cats) for dev, cats in totals.items()}
+    return {dev: dict(cats) for dev, cats in totals.items()}, elements, paths
+
+
+def count_engine_bytes(engine) -> dict:
+    """Bytes held by this rank, per device kind ("cpu", "cuda", ...) and category.
+
+    Returns ``{"cuda": {"params": n, ...}, "cpu": {...}, "paths": {path: (device, category, nbytes)}}``.
+    """
+    result, _, paths = _count(engine)
     result["paths"] = paths
     return result
 
@@ -125,22 +134,8 @@ def count_fsdp_bytes(module, optimizer) -> dict:
 
     from torch.distributed.tensor import DTensor
 
-    seen = set()
-    totals: dict = defaultdict(lambda: dict.fromkeys(CATEGORIES, 0))
-    elements = dict.fromkeys(CATEGORIES, 0)
-    paths = {}
-    for path, t in walk_tensors(SimpleNamespace(module=module, optimizer=optimizer)):
-        if isinstance(t, DTensor):
-            t = t.to_local()
-        key, nbytes = _storage_key(t)
-        if nbytes == 0 or key in seen or t.device.type == "meta":
-            continue
-        seen.add(key)
-        category = classify(path)
-        totals[t.device.type][category] += nbytes
-        elements[category] += nbytes // t.element_size()
-        paths[path] = (t.device.type, category, nbytes)
-    result = {dev: dict(cats) for dev, cats in totals.items()}
+    result, elements, paths = _count(SimpleNamespace(module=module, optimizer=optimizer),
+                                     lambda t: t.to_local() if isinstance(t, DTensor) else t)
     result["elements"] = elements
     result["paths"] = paths
     return result

@@ -17,7 +17,7 @@ import statistics
 import sys
 import time
 
-from dscourse.scripts import finish
+from dscourse.scripts import finish, init
 
 
 def _sizes(text: str) -> list[int]:
@@ -60,15 +60,8 @@ def main(argv=None) -> int:
 
     from dscourse.comm import bus_bandwidth
 
-    cuda = torch.cuda.is_available()
-    if cuda:
-        torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", 0)))
-    from datetime import timedelta
-
-    dist.init_process_group("nccl" if cuda else "gloo",
-                            **({"timeout": timedelta(seconds=args.timeout)} if args.timeout else {}))
-    rank, world = dist.get_rank(), dist.get_world_size()
-    device = torch.device("cuda") if cuda else torch.device("cpu")
+    rank, world, device = init(backend="torch", timeout=args.timeout)
+    cuda = device.type == "cuda"
     results = []
     for op in [o.strip() for o in args.ops.split(",") if o.strip()]:
         for size in args.sizes:

@@ -22,7 +22,7 @@ import sys
 import time
 from pathlib import Path
 
-from dscourse.scripts import finish
+from dscourse.scripts import finish, init
 
 
 def parse_args(argv=None):
@@ -57,13 +57,8 @@ def main(argv=None) -> int:
     from dscourse.config import build_config
     from dscourse.models import SHAPES, build_model, count_params, synthetic_batch
 
-    torch.manual_seed(args.seed)
-    deepspeed.init_distributed(dist_backend="nccl" if torch.cuda.is_available() else "gloo")
-    rank, world = dist.get_rank(), dist.get_world_size()
-    cuda = torch.cuda.is_available()
-    if cuda:
-        torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", 0)))
-    device = torch.device("cuda", torch.cuda.current_device()) if cuda else torch.device("cpu")
+    rank, world, device = init(args.seed)
+    cuda = device.type == "cuda"
     cfg = build_config(args.stage, micro_batch=args.micro_batch, world_size=world)
     if args.stage == 3:
         cfg["zero_optimization"]["stage3_gather_16bit_weights_on_model_save"] = False

@@ -15,13 +15,12 @@ warm-up (CUDA events on a GPU), each iteration ended by a device synchronisation
 from __future__ import annotations
 
 import argparse
-import os
 import statistics
 import sys
 import time
 
 from dscourse.comm import bus_factor  # nccl-tests' busbw / algbw: the one definition the course uses
-from dscourse.scripts import finish
+from dscourse.scripts import finish, init
 
 OPS = ("all_reduce", "reduce_scatter", "all_gather")
 
@@ -47,11 +46,7 @@ def main(argv=None) -> int:
     import torch.distributed as dist
 
     cuda = torch.cuda.is_available()
-    if cuda:
-        torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", 0)))
-    dist.init_process_group("nccl" if cuda else "gloo")
-    rank, world = dist.get_rank(), dist.get_world_size()
-    device = torch.device("cuda", torch.cuda.current_device()) if cuda else torch.device("cpu")
+    rank, world, device = init(backend="torch")
     dtype = getattr(torch, args.dtype)
     elem = torch.tensor([], dtype=dtype).element_size()
 

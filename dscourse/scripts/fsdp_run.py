@@ -25,11 +25,10 @@ elements it holds between forward and backward, and seconds per step.
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 import time
 
-from dscourse.scripts import finish
+from dscourse.scripts import finish, init
 
 STRATEGIES = ("full", "grad_op", "no_shard", "hybrid")
 
@@ -113,18 +112,12 @@ def gathered_param_elements(model) -> int:
 def main(argv=None) -> int:
     args = parse_args(argv)
     import torch
-    import torch.distributed as dist
 
     from dscourse.accounting import count_fsdp_bytes
     from dscourse.models import SHAPES, build_model, count_params, synthetic_batch
 
-    torch.manual_seed(args.seed)
-    cuda = torch.cuda.is_available()
-    dist.init_process_group("nccl" if cuda else "gloo")
-    rank, world = dist.get_rank(), dist.get_world_size()
-    if cuda:
-        torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", 0)))
-    device = torch.device("cuda", torch.cuda.current_device()) if cuda else torch.device("cpu")
+    rank, world, device = init(args.seed, backend="torch")
+    cuda = device.type == "cuda"
     shape = SHAPES[args.shape]
     model = build_model(shape).to(device)
     total_params, _ = count_params(model)

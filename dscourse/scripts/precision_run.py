@@ -18,12 +18,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 import time
 from pathlib import Path
 
-from dscourse.scripts import finish
+from dscourse.scripts import finish, init
 
 DEFAULT_RUNS = [{"name": "bf16", "precision": "bf16"}, {"name": "fp32", "precision": "fp32"}]
 
@@ -125,17 +124,10 @@ def run_one(spec: dict, args, rank: int, world: int, device) -> dict:
 def main(argv=None) -> int:
     args = parse_args(argv)
     import torch
-    import deepspeed
 
     from dscourse.models import SHAPES
 
-    deepspeed.init_distributed(dist_backend="nccl" if torch.cuda.is_available() else "gloo")
-    rank, world = torch.distributed.get_rank(), torch.distributed.get_world_size()
-    if torch.cuda.is_available():
-        torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", 0)))
-        device = torch.device("cuda", torch.cuda.current_device())
-    else:
-        device = torch.device("cpu")
+    rank, world, device = init()
     results = []
     for spec in json.loads(args.runs):
         results.append(run_one(spec, args, rank, world, device))

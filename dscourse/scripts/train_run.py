@@ -18,7 +18,7 @@ import sys
 import time
 from pathlib import Path
 
-from dscourse.scripts import finish
+from dscourse.scripts import finish, init
 
 
 def parse_args(argv=None):
@@ -76,9 +76,7 @@ def main(argv=None) -> int:
 
     from dscourse.models import SHAPES, build_model, synthetic_batch
 
-    torch.manual_seed(args.seed)
-    deepspeed.init_distributed(dist_backend="nccl" if torch.cuda.is_available() else "gloo")
-    rank, world = torch.distributed.get_rank(), torch.distributed.get_world_size()
+    rank, world, _ = init(args.seed)
     shape = SHAPES[args.shape]
     model = build_model(shape)
     engine, *_ = deepspeed.initialize(model=model, model_parameters=model.parameters(), config=args.config)

@@ -15,7 +15,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from dscourse.scripts import finish
+from dscourse.scripts import finish, init
 
 
 def parse_args(argv=None):
@@ -85,14 +85,10 @@ def run_trainer(args, shape, rank, world) -> dict:
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    import torch
-    import deepspeed
 
     from dscourse.models import SHAPES
 
-    torch.manual_seed(args.seed)
-    deepspeed.init_distributed(dist_backend="nccl" if torch.cuda.is_available() else "gloo")
-    rank, world = torch.distributed.get_rank(), torch.distributed.get_world_size()
+    rank, world, _ = init(args.seed)
     shape = SHAPES[args.shape]
     result = (run_trainer if args.trainer else run_plain)(args, shape, rank, world)
     result.update({"rank": rank, "world_size": world, "config": str(args.config), "trainer": args.trainer})

@@ -19,7 +19,7 @@ import argparse
 import math
 import sys
 
-from dscourse.scripts import finish
+from dscourse.scripts import finish, init
 
 BUILDS = ("plain", "from_config", "zero_init")
 
@@ -84,16 +84,12 @@ def one_build(build: str, config, ds_config: dict, shape, args, rank: int) -> di
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    import deepspeed
-    import torch
     from transformers.integrations import HfDeepSpeedConfig
 
     from dscourse.config import build_config
     from dscourse.models import SHAPES, build_model
 
-    torch.manual_seed(args.seed)
-    deepspeed.init_distributed(dist_backend="nccl" if torch.cuda.is_available() else "gloo")
-    rank, world = torch.distributed.get_rank(), torch.distributed.get_world_size()
+    rank, world, _ = init(args.seed)
     shape = SHAPES[args.shape]
     ds_config = build_config(3, micro_batch=args.micro_batch, world_size=world)
     config = build_model(shape).config  # the same GPT2Config every way (built once, unpartitioned)

@@ -13,11 +13,10 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 import time
 
-from dscourse.scripts import finish
+from dscourse.scripts import finish, init
 
 
 def parse_args(argv=None):
@@ -48,13 +47,8 @@ def main(argv=None) -> int:
     from dscourse.config import build_config
     from dscourse.models import SHAPES, build_model, count_params, persistent_params, synthetic_batch
 
-    torch.manual_seed(args.seed)
-    deepspeed.init_distributed(dist_backend="nccl" if torch.cuda.is_available() else "gloo")
-    rank, world = torch.distributed.get_rank(), torch.distributed.get_world_size()
-    cuda = torch.cuda.is_available()
-    if cuda:
-        torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", 0)))
-    device = torch.device("cuda", torch.cuda.current_device()) if cuda else torch.device("cpu")
+    rank, world, device = init(args.seed)
+    cuda = device.type == "cuda"
 
     cfg = build_config(args.stage, micro_batch=args.micro_batch, world_size=world,
                        offload_optimizer=args.offload_optimizer, offload_param=args.offload_param,

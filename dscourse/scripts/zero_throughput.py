@@ -15,12 +15,11 @@ and the larger micro-batches after it are skipped. Every rank writes ``rank<N>.j
 from __future__ import annotations
 
 import argparse
-import os
 import statistics
 import sys
 import time
 
-from dscourse.scripts import finish
+from dscourse.scripts import finish, init
 
 
 def parse_args(argv=None):
@@ -55,13 +54,8 @@ def main(argv=None) -> int:
     from dscourse.config import build_config
     from dscourse.models import SHAPES, build_model, count_params, synthetic_batch
 
-    torch.manual_seed(args.seed)
-    deepspeed.init_distributed(dist_backend="nccl" if torch.cuda.is_available() else "gloo")
-    rank, world = torch.distributed.get_rank(), torch.distributed.get_world_size()
-    cuda = torch.cuda.is_available()
-    if cuda:
-        torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", 0)))
-    device = torch.device("cuda", torch.cuda.current_device()) if cuda else torch.device("cpu")
+    rank, world, device = init(args.seed)
+    cuda = device.type == "cuda"
 
     optimizer = args.optimizer
     if optimizer == "auto":
