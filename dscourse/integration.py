@@ -184,3 +184,22 @@ def readable_command(cmd: list[str], strip: tuple[str | Path, ...] = ()) -> str:
             word = word.replace(root, "")
         shown.append(word)
     return " ".join(program + [shlex.join(shown)])
+
+
+def rank_error(log: str, first: str, last: str, rank: int = 0) -> str:
+    """The lines of one rank's error message in a launch log, from the line containing ``first`` to the one
+    containing ``last``. torchrun prefixes each rank's lines with ``[rankN]: `` and the ranks' lines
+    interleave, so only ``rank``'s lines are read (all lines where there are no prefixes)."""
+    prefix = f"[rank{rank}]: "
+    lines = log.splitlines()
+    if any(line.startswith(prefix) for line in lines):
+        lines = [line.removeprefix(prefix) for line in lines if line.startswith(prefix)]
+    start = next((i for i, line in enumerate(lines) if first in line), None)
+    if start is None:
+        raise ValueError(f"no line containing {first!r} in the log")
+    message = []
+    for line in lines[start:]:
+        message.append(line.split("Error: ", 1)[-1] if not message else line)
+        if last in line:
+            break
+    return "\n".join(message)

@@ -11,7 +11,7 @@ import torch
 
 from dscourse import package_path
 from dscourse.integration import (BF16_RTOL, FP32_RTOL, ZeroToFp32Error, checkpoint_sizes, compare_weights,
-                                  consolidate, losses, max_rel_diff, readable_command, resume, run_zero_to_fp32,
+                                  consolidate, losses, max_rel_diff, rank_error, readable_command, resume, run_zero_to_fp32,
                                   train_stages)
 from dscourse.launch import LaunchError, launcher_command, run_ranks
 from dscourse.models import build_model
@@ -186,6 +186,14 @@ def test_readable_command_and_launcher_rules():
         launcher_command("dscourse.scripts.train_run", [], None, "torchrun")
     with pytest.raises(ValueError, match="expect_ranks"):
         run_ranks("dscourse.scripts.train_run", [], nproc=None, launcher="accelerate")
+
+
+def test_rank_error_reads_one_rank_of_interleaved_output():
+    log = ("[rank0]: ValueError: Please fix:\n[rank1]: ValueError: Please fix:\n[rank1]: - a\n[rank0]: - a\n"
+           "[rank0]: set 'auto'.\n[rank1]: set 'auto'.\n")
+    assert rank_error(log, "Please fix", "'auto'") == "Please fix:\n- a\nset 'auto'."
+    with pytest.raises(ValueError, match="no line"):
+        rank_error(log, "absent", "'auto'")
 
 
 def test_loss_curve_comparison():

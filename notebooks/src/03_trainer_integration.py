@@ -55,7 +55,7 @@ from pathlib import Path
 
 from dscourse import package_path
 from dscourse.book import glue
-from dscourse.integration import readable_command
+from dscourse.integration import rank_error, readable_command
 from dscourse.launch import LaunchError, launcher_command, run_ranks
 from dscourse.plots import show
 from dscourse.tables import text_table
@@ -486,14 +486,7 @@ try:
                                             "--steps", "1"], nproc=NPROC, timeout=600, out_dir=WORK / "mismatch")
     raise AssertionError("the Trainer accepted a config that contradicts TrainingArguments")
 except LaunchError as error:
-    lines = error.log.splitlines()
-    start = next(i for i, line in enumerate(lines) if "Please correct the following DeepSpeed config" in line)
-    message = []
-    for line in lines[start:]:
-        message.append(line.split("ValueError: ")[-1].removeprefix("[rank0]: "))
-        if "'auto'" in line:
-            break
-    print("\n".join(message))
+    print(rank_error(error.log, "Please correct the following DeepSpeed config", "'auto'"))
 
 # %% [markdown]
 # Transformers 在 `TrainingArguments` 里填 `"auto"`，也**核对**写死的值：只要某个值与对应的参数不同，
