@@ -21,6 +21,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from dscourse.launch import LaunchError, run_ranks  # noqa: E402
+from dscourse.models import learning_rate  # noqa: E402
 from dscourse.provenance import environment  # noqa: E402
 
 RUNS = [
@@ -52,7 +53,7 @@ def main(argv=None) -> int:
     p.add_argument("--steps", type=int, default=300)
     p.add_argument("--micro-batch", type=int, default=8)
     p.add_argument("--pool", type=int, default=16)
-    p.add_argument("--lr", type=float, default=2e-4)
+    p.add_argument("--lr", type=float, default=None, help="default: dscourse.models.learning_rate(--shape)")
     p.add_argument("--warmup", type=int, default=10)
     p.add_argument("--run-budget", type=float, default=55, help="seconds of training per precision")
     p.add_argument("--total-budget", type=float, default=330, help="seconds for everything; later runs are cut")
@@ -61,6 +62,7 @@ def main(argv=None) -> int:
     args = p.parse_args(argv)
     if args.dry_run:
         args.shape, args.steps, args.micro_batch, args.pool, args.warmup, args.run_budget = "gpt2-tiny", 6, 2, 2, 2, 10
+    args.lr = args.lr or learning_rate(args.shape)
 
     t_start = time.time()
     out = Path(args.out)

@@ -257,6 +257,42 @@ def load_notebook_runs(path=None) -> dict:
     return _load(NOTEBOOKS, path)
 
 
+def notebook_status(entry: dict) -> dict:
+    """A notebook's status from its cells: ok (every code cell ran), partial (the others were skipped: they
+    ran in another call), failed; and how many cells ran, failed, were skipped, were not reached."""
+    count = {s: sum(1 for c in entry["cells"] if c["status"] == s) for s in ("ran", "failed", "skipped")}
+    status = "ok" if count["ran"] == entry["code_cells"] else \
+        "partial" if count["ran"] + count["skipped"] == entry["code_cells"] else "failed"
+    return {"status": status, "cells_ran": count["ran"], "cells_failed": count["failed"],
+            "cells_skipped": count["skipped"], "cells_not_run": entry["code_cells"] - len(entry["cells"])}
+
+
+def merge_notebook_runs(merged: dict, report: dict) -> dict:
+    """Fold one ``tools/run_notebooks_gpu.py`` report into ``gpu_notebooks.json``'s content (a new dict).
+
+    One device call runs at most 10 minutes, so the notebooks run in several calls, and a notebook too long
+    for one call in two (``--skip``). A cell's newest record that is not "skipped" wins; a notebook's
+    seconds are then the sum of its cells' (setup cells counted once). ``runs`` lists each call (its
+    environment and notebooks); the top-level ``environment`` is the newest call's.
+    """
+    entries = {nb["notebook"]: nb for nb in merged.get("notebooks", [])}
+    for new in report["notebooks"]:
+        old = entries.get(new["notebook"])
+        if old and new.get("cells_skipped"):
+            cells = {c["index"]: c for c in old["cells"]}
+            cells.update({c["index"]: c for c in new["cells"] if c["status"] != "skipped"})
+            peaks = [c.get("gpu_memory_peak_bytes") or 0 for c in cells.values()]
+            new = {**new, "cells": [cells[i] for i in sorted(cells)], "gpu_memory_peak_bytes": max(peaks),
+                   "seconds": round(sum(c.get("seconds", 0) for c in cells.values()), 1)}
+            new.update(notebook_status(new))
+        entries[new["notebook"]] = new
+    run = {"date": report["environment"]["date"], "environment": report["environment"],
+           "notebooks": sorted(nb["notebook"] for nb in report["notebooks"])}
+    notebooks = sorted(entries.values(), key=lambda nb: Path(nb["notebook"]).name)
+    return {**merged, "environment": report["environment"], "runs": [*merged.get("runs", []), run],
+            "notebooks": notebooks, "seconds": round(sum(nb.get("seconds", 0) for nb in notebooks), 1)}
+
+
 def notebooks_table(data: dict | None = None) -> str:
     """Per notebook: status, cells that ran, seconds, peak GPU memory in use (all processes, sampled)."""
     data = data or load_notebook_runs()

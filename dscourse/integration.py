@@ -17,6 +17,7 @@ from pathlib import Path
 
 from .config import build_config
 from .launch import run_ranks
+from .models import learning_rate
 
 # Relative tolerance for bf16 loss curves: bf16 keeps 8 significant bits, so one rounding of a
 # value moves it by up to 2^-8 of itself; two runs that sum in a different order may differ by a few
@@ -39,17 +40,19 @@ def train_stages(workdir: str | Path, stages=(0, 1, 2, 3), precision: str = "bf1
                  pool: int = 4, timeout: float = 600) -> dict[int, dict]:
     """Train the same model on the same batches at each ZeRO stage; rank 0's results by stage.
 
-    With ``save_at`` each run saves checkpoints to ``workdir/<precision>-zero<stage>/ckpt`` (tags
-    ``step<N>``); with ``dump_weights`` rank 0 leaves the engine's full weights in ``.../out``.
+    With ``save_at`` (steps, or ``{stage: steps}`` where stages save at different steps) each run saves
+    checkpoints to ``workdir/<precision>-zero<stage>/ckpt`` (tags ``step<N>``); with ``dump_weights`` rank 0
+    leaves the engine's full weights in ``.../out``.
     """
     workdir = Path(workdir)
     results = {}
     for stage in stages:
         run = workdir / f"{precision}-zero{stage}"
-        cfg = write_config(run / "ds_config.json", stage, precision, world_size=nproc)
+        cfg = write_config(run / "ds_config.json", stage, precision, world_size=nproc, lr=learning_rate(shape))
         args = ["--config", str(cfg), "--steps", str(steps), "--shape", shape, "--pool", str(pool)]
-        if save_at:
-            args += ["--save-at", *map(str, save_at), "--save-dir", str(run / "ckpt")]
+        saves = save_at.get(stage, ()) if isinstance(save_at, dict) else save_at
+        if saves:
+            args += ["--save-at", *map(str, saves), "--save-dir", str(run / "ckpt")]
         if dump_weights:
             args.append("--dump-weights")
         rank0 = run_ranks("dscourse.scripts.train_run", args, nproc=nproc, timeout=timeout, out_dir=run / "out").ranks[0]

@@ -128,7 +128,26 @@ def _launch_env(env: dict | None) -> dict:
                 "HF_HUB_OFFLINE": "1", "PYTHONUNBUFFERED": "1", **(env or {})}
     # Multicast over NVLink stays off on every GPU run (shared hosts; see the device notes).
     full_env.update({"NCCL_NVLS_ENABLE": "0", "TORCH_SYMM_MEM_DISABLE_MULTICAST": "1", "NVSHMEM_DISABLE_NVLS": "1"})
+    if full_env.get("TORCH_CUDA_ARCH_LIST"):
+        full_env["TORCH_CUDA_ARCH_LIST"] = deepspeed_arch_list(full_env["TORCH_CUDA_ARCH_LIST"])
     return full_env
+
+
+def deepspeed_arch_list(value: str) -> str:
+    """``TORCH_CUDA_ARCH_LIST`` in a form DeepSpeed 0.19.8's JIT op builder can read.
+
+    PyTorch accepts arch-specific targets such as ``9.0a`` (and images set them); the builder sorts the
+    list with ``int()`` on each part and fails before compiling, in the rank, with "invalid literal for
+    int() with base 10: '0a'" (deepspeedai/DeepSpeed PR #8619, open). Seen on the lent H100 when the
+    Trainer built FusedAdam. The plain target (``9.0``) is enough for the ops the course builds.
+    """
+    targets = []
+    for target in value.replace(";", " ").split():
+        ptx = "+PTX" if target.endswith("+PTX") else ""
+        plain = target.removesuffix("+PTX").rstrip("af") + ptx
+        if plain not in targets:
+            targets.append(plain)
+    return ";".join(targets)
 
 
 @dataclass

@@ -37,6 +37,18 @@ def model_shape() -> str:
     return "gpt2-small-cpu" if scale() == "cpu" else "gpt2-350m"
 
 
-def train_shape() -> str:
-    """The model the training demos of 4.3 train: a 135K-parameter GPT-2 on CPU, GPT-2 350M on a GPU."""
-    return "gpt2-tiny" if scale() == "cpu" else "gpt2-350m"
+def train_shape(nproc: int | None = None) -> str:
+    """The model the training demos of 4.3 and 4.6 train: a 135K-parameter GPT-2 on CPU, GPT-2 350M on a GPU.
+
+    ``nproc``: the ranks of the run. A run that needs more ranks than this machine has GPUs runs on CPU
+    ranks (``dscourse.launch.cpu_ranks_if_gpus_short``), so it gets the CPU model: GPT-2 350M on CPU
+    ranks would take minutes a step.
+    """
+    if scale() == "cpu":
+        return "gpt2-tiny"
+    if nproc is not None:
+        from .launch import visible_gpus
+
+        if visible_gpus() < nproc:
+            return "gpt2-tiny"
+    return "gpt2-350m"

@@ -85,6 +85,20 @@ def test_notebook_runner_records_every_cell_and_goes_on_after_a_failure(tmp_path
     entry = json.loads(out.read_text())["notebooks"][0]
     assert [c["status"] for c in entry["cells"]] == ["ran", "failed", "ran"]
     assert entry["cells"][0]["output_tail"] == "gpu\n" and entry["cells"][1]["error"]["evalue"] == "boom"
+    assert all(c["disk_free_bytes"] > 0 for c in entry["cells"])
+
+    # the failing cell skipped: "partial"; folded into the first report, the cell records of both calls
+    second = tmp_path / "second.json"
+    done = _run("tools/run_notebooks_gpu.py", "--notebooks", str(path), "--out", str(second), "--skip", "2",
+                timeout=120)
+    assert done.returncode == 0
+    partial = json.loads(second.read_text())
+    assert partial["notebooks"][0]["status"] == "partial" and partial["notebooks"][0]["cells_skipped"] == 1
+    from dscourse.gpu_results import merge_notebook_runs
+
+    merged = merge_notebook_runs(merge_notebook_runs({}, json.loads(out.read_text())), partial)
+    assert [c["status"] for c in merged["notebooks"][0]["cells"]] == ["ran", "failed", "ran"]
+    assert merged["notebooks"][0]["status"] == "failed" and len(merged["runs"]) == 2
     assert entry["status"] == "failed" and entry["cells_failed"] == 1 and path.read_text() == before
 
 

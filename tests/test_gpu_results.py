@@ -1,5 +1,7 @@
 """The committed GPU measurements load, and the functions the notebooks call return what they say."""
 
+import json
+
 import pytest
 
 from dscourse import gpu_results as g
@@ -55,6 +57,22 @@ def test_every_notebook_ran_at_gpu_scale():
     assert data["environment"]["scale"] == "gpu" and "H100" in data["environment"]["gpu"]
     assert all(nb["status"] == "ok" and nb["cells_ran"] == nb["code_cells"] for nb in data["notebooks"])
     assert "01_memory_accounting.ipynb" in g.notebooks_table(data)
+
+
+def test_a_gpu_run_repeats_bit_for_bit_with_the_deterministic_switches():
+    data = json.loads((g.DATA / "gpu_repeatability.json").read_text())
+    assert "H100" in data["provenance"]["gpu"] and data["shape"] == "gpt2-350m"
+    for mode in ("math attention", "fused attention"):
+        run = data["resume"][mode]
+        assert run["identical"] and run["resumed"] == {k: run["uninterrupted"][k] for k in run["resumed"]}
+    acc = data["accelerate"]
+    assert acc["flags"]["losses"] == acc["config file"]["losses"]
+    assert acc["flags"]["ds_config"] == acc["config file"]["ds_config"]
+
+
+def test_every_failed_gpu_attempt_says_what_fixed_it():
+    attempts = json.loads((g.DATA / "gpu_notebooks_attempts.json").read_text())["attempts"]
+    assert attempts and all(a["fixed_by"] and a["command"] for a in attempts)
 
 
 def test_figures_build():

@@ -47,3 +47,28 @@ def test_simulated_nodes_on_a_one_gpu_machine_run_on_cpu_ranks(launcher, monkeyp
     job = run_nodes_job(launcher, "dscourse.scripts.allreduce_bench", ["--sizes", "1e4", "--ops", "all_reduce"],
                         timeout=300, use_netns=False)
     assert [r["backend"] for r in job.result.ranks] == ["gloo", "gloo"]
+
+
+def test_arch_list_is_one_deepspeed_can_parse(monkeypatch):
+    from dscourse import launch
+
+    assert launch.deepspeed_arch_list("8.0 9.0a;9.0 10.0a+PTX") == "8.0;9.0;10.0+PTX"
+    # DeepSpeed 0.19.8's JIT builder sorts the targets with this key; "9.0a" raised ValueError in it
+    for target in launch.deepspeed_arch_list("9.0a 12.0f").split(";"):
+        assert tuple(int(part.split("+")[0]) for part in target.split("."))
+    monkeypatch.setenv("TORCH_CUDA_ARCH_LIST", "9.0a")
+    assert launch._launch_env(None)["TORCH_CUDA_ARCH_LIST"] == "9.0"
+
+
+def test_train_shape_follows_where_the_ranks_run(monkeypatch):
+    from dscourse import launch, models, scale
+
+    monkeypatch.setenv("DSCOURSE_SCALE", "gpu")
+    scale.scale.cache_clear()
+    try:
+        monkeypatch.setattr(launch, "visible_gpus", lambda: 2)
+        assert scale.train_shape() == scale.train_shape(2) == "gpt2-350m"
+        assert scale.train_shape(4) == "gpt2-tiny"  # 4 ranks on 2 GPUs run on CPU ranks
+    finally:
+        scale.scale.cache_clear()
+    assert models.learning_rate("gpt2-350m") == 2e-4 and models.learning_rate(models.SHAPES["gpt2-tiny"]) == 1e-3

@@ -19,7 +19,9 @@ def init(seed: int | None = None, backend: str = "deepspeed", timeout: float | N
 
     if seed is not None:
         torch.manual_seed(seed)
-    cuda = torch.cuda.is_available()
+    # DS_ACCELERATOR=cpu: ranks moved onto the CPU (dscourse.launch.cpu_ranks_if_gpus_short) even where a
+    # launcher made a GPU visible again (the deepspeed launcher sets CUDA_VISIBLE_DEVICES per node)
+    cuda = torch.cuda.is_available() and os.environ.get("DS_ACCELERATOR") != "cpu"
     if cuda:  # before the process group: NCCL binds each rank to the device current at init
         torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", 0)))
     name = "nccl" if cuda else "gloo"
@@ -34,6 +36,33 @@ def init(seed: int | None = None, backend: str = "deepspeed", timeout: float | N
         raise ValueError(f"backend must be 'deepspeed' or 'torch', not {backend!r}")
     device = torch.device("cuda", torch.cuda.current_device()) if cuda else torch.device("cpu")
     return dist.get_rank(), dist.get_world_size(), device
+
+
+def deterministic() -> None:
+    """Make a GPU run repeat bit for bit; call it first. A CPU run already does.
+
+    4.3 compares two runs' losses for equality (two launchers, flags vs config file, resumed vs
+    uninterrupted). On a GPU that needs cuBLAS with a fixed workspace (``CUBLAS_WORKSPACE_CONFIG``, read
+    when its handle is created), deterministic kernels (the embedding's backward otherwise adds with atomics)
+    and cuDNN's deterministic algorithms: what the Trainer's ``full_determinism=True`` sets too. On an H100,
+    without the cuDNN switch two identical Accelerate runs differed in the last bits; with it, a resumed
+    GPT-2 350M run equals the uninterrupted one bit for bit, with the math and with the fused attention
+    kernels alike (``dscourse/data/gpu_repeatability.json``).
+    """
+    import os
+
+    import torch
+
+    if torch.cuda.is_available():
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+        torch.use_deterministic_algorithms(True, warn_only=True)
+        torch.backends.cudnn.deterministic = True
+        if os.environ.get("DSCOURSE_FUSED_ATTENTION") != "1":
+            # attention through the math kernels, as on a CPU: the fused ones (flash, memory-efficient,
+            # cuDNN) may sum the backward's blocks in any order. DSCOURSE_FUSED_ATTENTION=1 keeps them.
+            torch.backends.cuda.enable_flash_sdp(False)
+            torch.backends.cuda.enable_mem_efficient_sdp(False)
+            torch.backends.cuda.enable_cudnn_sdp(False)
 
 
 def finish(result: dict | None = None, out=None, rank: int | None = None) -> None:

@@ -19,31 +19,34 @@ import sys
 
 
 def parse_args(argv=None):
-    from dscourse.models import SHAPES
+    from dscourse.models import SHAPES, learning_rate
 
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--shape", default="gpt2-tiny", choices=sorted(SHAPES))
     p.add_argument("--steps", type=int, default=4)
     p.add_argument("--micro-batch", type=int, default=2, help="the DataLoader's batch size, per process")
-    p.add_argument("--lr", type=float, default=1e-3)
+    p.add_argument("--lr", type=float, default=None, help="default: dscourse.models.learning_rate(--shape)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--cpu-as-is", action="store_true",
                    help="on a CPU, leave Accelerate's FSDP handling as it is (it then does not shard)")
     p.add_argument("--out", required=True)
     args = p.parse_args(argv)
+    args.lr = args.lr or learning_rate(args.shape)
     if args.steps < 1 or args.micro_batch < 1:
         p.error("--steps and --micro-batch must be at least 1")
     return args
 
 
 def main(argv=None) -> int:
+    from dscourse.scripts import deterministic, finish
+
     args = parse_args(argv)
+    deterministic()
     import torch
     from accelerate import Accelerator
     from accelerate.utils import set_seed
 
     from dscourse.models import SHAPES, build_model, synthetic_batch
-    from dscourse.scripts import finish
 
     if not torch.cuda.is_available():
         # Without a GPU, Accelerate 1.15 picks no backend for a DeepSpeed launch and counts one process

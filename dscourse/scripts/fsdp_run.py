@@ -13,9 +13,9 @@
 * ``hybrid`` (HYBRID_SHARD): a 2-D mesh ``--mesh R S``: replicate over R groups, shard inside each group of S.
 
 The model is ``dscourse.models.build_model(--shape)`` after ``torch.manual_seed(--seed)``; rank r at step s
-trains on ``synthetic_batch(shape, micro, (s % pool) * world + r)``, torch's AdamW (lr 1e-3, no weight
-decay) with gradient clipping at 1.0: what ``train_run`` does with a config from ``dscourse.config.build_config``,
-so the loss curves can be compared step by step. ``--precision bf16`` computes in bf16 from fp32 shards
+trains on ``synthetic_batch(shape, micro, (s % pool) * world + r)``, torch's AdamW (``--lr``, by default
+``dscourse.models.learning_rate(shape)``, no weight decay) with gradient clipping at 1.0: what ``train_run``
+does with a config from ``dscourse.config.build_config``, so the loss curves can be compared step by step. ``--precision bf16`` computes in bf16 from fp32 shards
 (``MixedPrecisionPolicy``); ``--offload`` keeps shards, gradients and optimizer state in host memory
 (``CPUOffloadPolicy``; the optimizer step then runs on the CPU). Each rank writes ``rank<N>.json``: losses by
 step, the elements and bytes it holds by category (``dscourse.accounting.count_fsdp_bytes``), the parameter
@@ -28,13 +28,13 @@ import argparse
 import sys
 import time
 
-from dscourse.scripts import finish, init
+from dscourse.scripts import deterministic, finish, init
 
 STRATEGIES = ("full", "grad_op", "no_shard", "hybrid")
 
 
 def parse_args(argv=None):
-    from dscourse.models import SHAPES
+    from dscourse.models import SHAPES, learning_rate
 
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--strategy", default="full", choices=STRATEGIES, help="full (FULL_SHARD), grad_op (SHARD_GRAD_OP), no_shard (NO_SHARD), hybrid (HYBRID_SHARD)")
@@ -45,13 +45,14 @@ def parse_args(argv=None):
     p.add_argument("--shape", default="gpt2-tiny", choices=sorted(SHAPES))
     p.add_argument("--steps", type=int, default=10, help="train this many steps")
     p.add_argument("--micro-batch", type=int, default=2)
-    p.add_argument("--lr", type=float, default=1e-3)
+    p.add_argument("--lr", type=float, default=None, help="default: dscourse.models.learning_rate(--shape)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--pool", type=int, default=0,
                    help="cycle through this many batches per rank (0: a new batch every step), as train_run")
     p.add_argument("--out", required=True)
     p.add_argument("--local_rank", type=int, default=None, help=argparse.SUPPRESS)
     args = p.parse_args(argv)
+    args.lr = args.lr or learning_rate(args.shape)
     if args.steps < 1 or args.micro_batch < 1:
         p.error(f"--steps and --micro-batch must be at least 1, not {args.steps} and {args.micro_batch}")
     if args.strategy == "hybrid" and not args.mesh:
@@ -111,6 +112,7 @@ def gathered_param_elements(model) -> int:
 
 def main(argv=None) -> int:
     args = parse_args(argv)
+    deterministic()
     import torch
 
     from dscourse.accounting import count_fsdp_bytes

@@ -18,11 +18,11 @@ import sys
 import time
 from pathlib import Path
 
-from dscourse.scripts import finish
+from dscourse.scripts import deterministic, finish
 
 
 def parse_args(argv=None):
-    from dscourse.models import SHAPES
+    from dscourse.models import SHAPES, learning_rate
 
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--config", required=True, help="DeepSpeed config file (\"auto\" allowed)")
@@ -30,7 +30,7 @@ def parse_args(argv=None):
     p.add_argument("--steps", type=int, default=4, help="max_steps")
     p.add_argument("--micro-batch", type=int, default=2, help="per_device_train_batch_size")
     p.add_argument("--grad-accum", type=int, default=1, help="gradient_accumulation_steps")
-    p.add_argument("--lr", type=float, default=1e-3)
+    p.add_argument("--lr", type=float, default=None, help="default: dscourse.models.learning_rate(--shape)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--save-steps", type=int, default=0, help="save a checkpoint every N steps (0: never)")
     p.add_argument("--output-dir", default=None, help="the Trainer's output_dir (default: OUT/trainer)")
@@ -40,6 +40,7 @@ def parse_args(argv=None):
     p.add_argument("--out", required=True)
     p.add_argument("--local_rank", type=int, default=None, help=argparse.SUPPRESS)
     args = p.parse_args(argv)
+    args.lr = args.lr or learning_rate(args.shape)
     for name in ("steps", "micro_batch", "grad_accum"):
         if getattr(args, name) < 1:
             p.error(f"--{name.replace('_', '-')} must be at least 1, not {getattr(args, name)}")
@@ -75,6 +76,7 @@ def make_trainer(args, shape, world: int):
 
 def main(argv=None) -> int:
     args = parse_args(argv)
+    deterministic()
     import torch
     from transformers import TrainerCallback
 

@@ -28,7 +28,7 @@ DEFAULT_RUNS = [{"name": "bf16", "precision": "bf16"}, {"name": "fp32", "precisi
 
 
 def parse_args(argv=None):
-    from dscourse.models import SHAPES
+    from dscourse.models import SHAPES, learning_rate
 
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -39,14 +39,16 @@ def parse_args(argv=None):
     p.add_argument("--steps", type=int, default=30)
     p.add_argument("--micro-batch", type=int, default=4)
     p.add_argument("--pool", type=int, default=4, help="distinct batches cycled through (0: a new batch every step)")
-    p.add_argument("--lr", type=float, default=1e-3)
+    p.add_argument("--lr", type=float, default=None, help="default: dscourse.models.learning_rate(--shape)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--warmup", type=int, default=3, help="steps left out of the throughput")
     p.add_argument("--time-budget", type=float, default=0, help="seconds of training per run (0: no limit)")
     p.add_argument("--count-bytes", action="store_true", help="count the bytes each engine holds after training")
     p.add_argument("--out", required=True)
     p.add_argument("--local_rank", type=int, default=None, help=argparse.SUPPRESS)  # the deepspeed launcher
-    return p.parse_args(argv)
+    args = p.parse_args(argv)
+    args.lr = args.lr or learning_rate(args.shape)
+    return args
 
 
 def run_one(spec: dict, args, rank: int, world: int, device) -> dict:

@@ -18,7 +18,7 @@ import sys
 import time
 from pathlib import Path
 
-from dscourse.scripts import finish, init
+from dscourse.scripts import deterministic, finish, init
 
 
 def parse_args(argv=None):
@@ -71,6 +71,7 @@ def full_weights(engine) -> tuple[dict, dict]:
 
 def main(argv=None) -> int:
     args = parse_args(argv)
+    deterministic()
     import deepspeed
     import torch
 

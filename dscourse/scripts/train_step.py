@@ -28,7 +28,6 @@ def parse_args(argv=None):
     p.add_argument("--steps", type=int, default=2)
     p.add_argument("--micro-batch", type=int, default=2, help="per-device batch (Trainer) / micro-batch")
     p.add_argument("--grad-accum", type=int, default=1)
-    p.add_argument("--lr", type=float, default=1e-3)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", required=True)
     p.add_argument("--local_rank", type=int, default=None, help=argparse.SUPPRESS)

@@ -48,7 +48,6 @@ transformers.utils.logging.disable_progress_bar()  # no "Loading weights" bars w
 # %%
 import inspect
 import json
-import math
 import shutil
 import tempfile
 from pathlib import Path
@@ -218,6 +217,8 @@ assert all(0 < loss < 20 for loss in r["losses"].values())
 # 词嵌入的标准差（GPT-2 的初始化是 `initializer_range` = 0.02），以及第一步的 loss（随机初始化的模型应当接近均匀分布的 ln V）：
 
 # %%
+from dscourse.models import SHAPES
+
 builds = run_ranks("dscourse.scripts.zero_init", ["--build", "plain", "from_config", "zero_init", "--shape", SHAPE],
                    nproc=NPROC, timeout=900, out_dir=WORK / "zero-init").ranks[0]["builds"]
 how = {"plain": "GPT2LMHeadModel(config)", "from_config": "AutoModelForCausalLM.from_config(config)",
@@ -228,7 +229,7 @@ print(text_table(["how the model is built", "elements held by rank 0", "of", "wt
                   "first loss / ln V"],
                  [[how[b], f"{r['held_after_build']:,}", f"{r['full_params']:,}", f"{r['wte_std']:.2f}",
                    "yes" if sane[b] else "no", f"{r['first_loss'] / r['uniform_loss']:.0f}"] for b, r in builds.items()]))
-print(f"\nln V = ln {2 ** round(math.log2(math.exp(builds['plain']['uniform_loss'])))} = {builds['plain']['uniform_loss']:.2f}")
+print(f"\nln V = ln {SHAPES[SHAPE].vocab:,} = {builds['plain']['uniform_loss']:.2f}")
 assert sane == {"plain": True, "from_config": True, "zero_init": False}
 assert builds["from_config"]["held_after_build"] * NPROC <= builds["from_config"]["full_params"] + NPROC
 glue("zero_init_ratio", f"{builds['zero_init']['first_loss'] / builds['zero_init']['uniform_loss']:.0f}")
@@ -248,13 +249,15 @@ glue("uniform_loss", f"{builds['plain']['uniform_loss']:.2f}")
 #
 # ZeRO-1/2/3 切分的是优化器状态、梯度和参数的**存放位置**，每一步算出来的更新应当和普通数据并行（ZeRO-0）相同。
 # 下面用 `deepspeed.initialize`（`dscourse.scripts.train_run`）在同一种子、同一批数据上把同一个模型训练 12 步
-# （每个 rank 循环使用 4 个 batch，所以 loss 会下降），stage 0、1、2、3 各一次；第 6 步和第 12 步各存一次检查点，
-# 最后把引擎里的完整权重写出来，供第 5 节核对。
+# （每个 rank 循环使用 4 个 batch，所以 loss 会下降），stage 0、1、2、3 各一次；第 12 步各存一次检查点，ZeRO-2/3 在第 6 步
+# 再存一次（第 5 节从那里续训），最后把引擎里的完整权重写出来，供第 5 节核对。检查点只存要用的：在 GPU 规模（GPT-2 350M）上
+# 每个检查点约 5 GB。
 
 # %%
 from dscourse.integration import BF16_RTOL, FP32_RTOL, losses, max_rel_diff, train_stages
 
-STEPS, SAVE_AT = 12, (6, 12)
+STEPS = 12
+SAVE_AT = {0: (12,), 1: (12,), 2: (6, 12), 3: (6, 12)}
 bf16_runs = train_stages(WORK / "stages", (0, 1, 2, 3), "bf16", steps=STEPS, shape=SHAPE, nproc=NPROC,
                          save_at=SAVE_AT, dump_weights=True)
 print(text_table(["step", *(f"ZeRO-{s}" for s in bf16_runs)],
@@ -411,10 +414,18 @@ for s in (2, 3):
 print(text_table(["stage", "step", "uninterrupted", "resumed from step 6"], rows))
 print(f"\nresumed losses equal the uninterrupted ones bit for bit, steps 7-{STEPS}: {identical}")
 assert identical
+for r in bf16_runs.values():  # done with the checkpoints: at GPU scale they fill ~30 GB of disk
+    shutil.rmtree(Path(r["dir"]) / "ckpt")
 
 # %% [markdown]
 # 续训的每一步 loss 都与不中断的训练**完全相同**（不只是接近）：权重、Adam 状态、步数都恢复了，数据按步数确定。
 # 注意表里前后两列比较的是同一台机器上的两次运行；末位数字在不同 CPU 上会不同，但两列永远相同。
+#
+# 在 GPU 上"完全相同"不是白来的：cuBLAS、cuDNN 的注意力反向等内核默认可以按任意顺序累加，两次同样的运行末位就会不同。
+# 本课程的训练脚本开头都调用 `dscourse.scripts.deterministic()`：设置 `CUBLAS_WORKSPACE_CONFIG`、
+# `torch.use_deterministic_algorithms(True)` 和 `torch.backends.cudnn.deterministic = True`。在 H100 上，没有它时这一节的续训
+# 和第 2 节"参数与配置文件"的两次运行末位不同；有了它，GPT-2 350M 的 ZeRO-2 续训与不中断的训练逐位相同
+# （`dscourse/data/gpu_repeatability.json`）。自己的训练要可复现，也要打开这些开关（Trainer 的对应参数是 `full_determinism=True`）。
 #
 # ### 用 Trainer 保存：`stage3_gather_16bit_weights_on_model_save`
 #
@@ -422,6 +433,8 @@ assert identical
 # 训练 6 步后 `save_model()`；然后删掉第 6 步的检查点，用原配置（`true`）从第 3 步续训，再 `save_model()`：
 
 # %%
+from dscourse.integration import max_rel_diff
+
 cfg = json.loads((CONFIGS / "ds_config_zero3_offload.json").read_text())
 cfg["zero_optimization"]["stage3_gather_16bit_weights_on_model_save"] = False
 no_gather = WORK / "zero3_offload_no_gather.json"
@@ -463,6 +476,8 @@ assert gap < 1e-5 and "model.safetensors" in second["saved_files"]
 # %%
 from transformers import AutoModelForCausalLM
 
+from dscourse.integration import compare_weights
+
 reloaded = AutoModelForCausalLM.from_pretrained(WORK / "saved-true")
 engine_bf16 = torch.load(WORK / "trainer-second" / "weights_module.pt")
 check = compare_weights(dict(reloaded.named_parameters()), engine_bf16)
@@ -477,7 +492,7 @@ assert check["equal"] == check["tensors"]
 # `per_device_train_batch_size=2`、`max_grad_norm` 保持默认 1.0：
 
 # %%
-cfg = json.loads(zero2.read_text())
+cfg = json.loads((CONFIGS / "ds_config_zero2.json").read_text())
 cfg.update({"train_micro_batch_size_per_gpu": 4, "gradient_clipping": 0.5})
 mismatch = WORK / "mismatch.json"
 mismatch.write_text(json.dumps(cfg, indent=1))

@@ -60,6 +60,8 @@ shutil.rmtree(WORK, ignore_errors=True)
 WORK.mkdir(parents=True)
 NPROC, SHAPE = scale.ranks(), scale.train_shape()
 STEPS = 12
+GROUP = max(2, NPROC // 2)  # HYBRID_SHARD's shards per group (section 3): 2 groups of GROUP ranks
+HYBRID_SHAPE = scale.train_shape(2 * GROUP)
 
 # %% [markdown]
 # ## 1. 同一个模型，ZeRO-3 与 FSDP2 FULL_SHARD 各训练一次
@@ -76,7 +78,7 @@ print(inspect.getsource(shard_model))
 
 # %% [markdown]
 # 两边的训练设置逐项对齐：同一个种子建模型；第 s 步 rank r 训练 `synthetic_batch(..., (s mod 4) × N + r)`（每个 rank 循环 4 个
-# batch，loss 会下降）；`torch.optim.AdamW`（lr 1e-3，无 weight decay）；梯度裁剪 1.0。bf16 时两边都是 fp32 主权重 +
+# batch，loss 会下降）；`torch.optim.AdamW`（学习率由 `dscourse.models.learning_rate` 按模型给出：CPU 上的小模型 1e-3，GPT-2 350M 2e-4；无 weight decay）；梯度裁剪 1.0。bf16 时两边都是 fp32 主权重 +
 # bf16 计算 + bf16 梯度归约。先比 fp32，再比 bf16：
 
 # %%
@@ -157,7 +159,9 @@ glue("optim_extra", fs[0]["held"]["elements"]["optim"] - 2 * per_rank)
 #
 # FSDP1（`FullyShardedDataParallel`）用 `ShardingStrategy` 枚举选策略；FSDP2 没有这个枚举，同样的选择由两个参数表达：
 # `reshard_after_forward` 和设备网格（device mesh）的形状。下面在同一个模型上把四种都跑一遍。HYBRID_SHARD 需要 2-D 网格
-# （组间复制、组内切分），2 个 rank 上只能退化成另外两种，所以它用 4 个 rank 跑（2 组 × 每组 2 个分片）：
+# （组间复制、组内切分），2 个 rank 上只能退化成另外两种，所以它用 4 个 rank 跑（2 组 × 每组 2 个分片）。
+# GPU 上每组是 GPU 数的一半（至少 2）；GPU 不够 4 块时，这一组运行和下面的 hpZ 像 CPU 上一样用 4 个 CPU 进程和小模型跑
+# （`scale.train_shape(ranks)`），表后会打印出来：
 
 # %%
 print(text_table(["FSDP1 strategy", "FSDP2", "compared with", "sharded"],
@@ -165,9 +169,11 @@ print(text_table(["FSDP1 strategy", "FSDP2", "compared with", "sharded"],
 runs = {"FULL_SHARD": fs,
         "SHARD_GRAD_OP": fsdp_train(WORK, "grad_op", "bf16", steps=4, shape=SHAPE, nproc=NPROC),
         "NO_SHARD": fsdp_train(WORK, "no_shard", "bf16", steps=4, shape=SHAPE, nproc=NPROC),
-        "HYBRID_SHARD": fsdp_train(WORK, "hybrid", "bf16", steps=4, shape=SHAPE, nproc=2 * NPROC, mesh=(2, NPROC))}
+        "HYBRID_SHARD": fsdp_train(WORK, "hybrid", "bf16", steps=4, shape=HYBRID_SHAPE, nproc=2 * GROUP,
+                                   mesh=(2, GROUP))}
 z2 = zero_held(WORK, 2, shape=SHAPE, nproc=NPROC, steps=4)
-hpz = zero_held(WORK, 3, shape=SHAPE, nproc=2 * NPROC, steps=2, extra_zero={"zero_hpz_partition_size": NPROC})
+hpz = zero_held(WORK, 3, shape=HYBRID_SHAPE, nproc=2 * GROUP, steps=2, extra_zero={"zero_hpz_partition_size": GROUP})
+hybrid_total = hpz[0]["params"]
 rows = []
 for name, ranks in runs.items():
     r = ranks[0]
@@ -179,21 +185,25 @@ print(text_table(["FSDP2 run", "ranks", "mesh", "placement", "params at rest", "
                   "Adam state"], rows, align_right_from=4))
 zrows = [[f"ZeRO-{s}", len(zr), f"{zero_elements(zr[0])['params']:,}", f"{zero_elements(zr[0])['master']:,}",
           f"{zero_elements(zr[0])['optim']:,}"] for s, zr in ((2, z2), (3, z3))]
-zrows.append([f"ZeRO-3 + hpZ ({NPROC} per group)", len(hpz), f"{zero_elements(hpz[0])['params']:,}",
+zrows.append([f"ZeRO-3 + hpZ ({GROUP} per group)", len(hpz), f"{zero_elements(hpz[0])['params']:,}",
               f"{zero_elements(hpz[0])['master']:,}", f"{zero_elements(hpz[0])['optim']:,}"])
 print()
 print(text_table(["DeepSpeed bf16", "ranks", "bf16 params", "fp32 master", "Adam state"], zrows, align_right_from=2))
+if HYBRID_SHAPE != SHAPE:
+    print(f"\nHYBRID_SHARD and hpZ need {2 * GROUP} ranks, more than this machine's GPUs: they ran on CPU ranks "
+          f"with {HYBRID_SHAPE} ({hybrid_total:,} parameters)")
 
 e = {name: ranks[0]["held"]["elements"] for name, ranks in runs.items()}
 between = {name: ranks[0]["param_elements_between_forward_and_backward"] for name, ranks in runs.items()}
-assert e["FULL_SHARD"]["params"] == e["SHARD_GRAD_OP"]["params"] == e["HYBRID_SHARD"]["params"] == total // NPROC
+assert e["FULL_SHARD"]["params"] == e["SHARD_GRAD_OP"]["params"] == total // NPROC
+assert e["HYBRID_SHARD"]["params"] == hybrid_total // GROUP
 assert between["FULL_SHARD"] == total // NPROC and between["SHARD_GRAD_OP"] == total // NPROC + total
 assert e["NO_SHARD"]["params"] == between["NO_SHARD"] == total
 assert zero_elements(z2[0])["params"] == total and zero_elements(z2[0])["master"] == total // NPROC
-assert zero_elements(hpz[0])["master"] == total // (2 * NPROC) < e["HYBRID_SHARD"]["params"]
-glue("hybrid_ranks", 2 * NPROC)
-glue("hybrid_fraction", f"1/{total // e['HYBRID_SHARD']['params']}")
-glue("hpz_fraction", f"1/{total // zero_elements(hpz[0])['master']}")
+assert zero_elements(hpz[0])["master"] == hybrid_total // (2 * GROUP) < e["HYBRID_SHARD"]["params"]
+glue("hybrid_ranks", 2 * GROUP)
+glue("hybrid_fraction", f"1/{hybrid_total // e['HYBRID_SHARD']['params']}")
+glue("hpz_fraction", f"1/{hybrid_total // zero_elements(hpz[0])['master']}")
 
 # %% [markdown]
 # 读表：
