@@ -104,7 +104,7 @@ def test_notebook_runner_records_every_cell_and_goes_on_after_a_failure(tmp_path
 
 def test_every_benchmark_and_the_runner_have_help():
     for script in ("benchmarks/throughput_gpu.py", "benchmarks/checkpoint_gpu.py", "benchmarks/nccl_gpu.py",
-                   "benchmarks/gpu_memory.py", "tools/run_notebooks_gpu.py"):
+                   "benchmarks/gpu_memory.py", "tools/run_notebooks_gpu.py", "tools/gpu_repeatability.py"):
         done = _run(script, "--help", timeout=120)
         assert done.returncode == 0 and "usage" in done.stdout, script
 

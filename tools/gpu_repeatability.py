@@ -2,9 +2,9 @@
 
     DSCOURSE_SCALE=gpu python tools/gpu_repeatability.py --out repeat.json
 
-1. Resume (``dscourse.integration.resume``) against the uninterrupted run, ZeRO-2 bf16: with
-   ``dscourse.scripts.deterministic()`` as it is (attention through the math kernels) and with the fused
-   attention kernels kept (``DSCOURSE_FUSED_ATTENTION=1``).
+1. Resume (``dscourse.integration.resume``) against the uninterrupted run, ZeRO-2 bf16, with
+   ``dscourse.scripts.deterministic()``: with the math attention kernels (``DSCOURSE_MATH_ATTENTION=1``)
+   and with the fused ones torch picks.
 2. ``accelerate launch`` with flags against the same with ``dscourse/configs/accelerate_zero2.yaml``: each
    run's DeepSpeed config and losses, so a difference can be traced to a key.
 """
@@ -35,8 +35,8 @@ def main(argv=None) -> int:
     work = Path(tempfile.mkdtemp(prefix="dscourse-repeat-"))
     out = Path(args.out)
     report = {"provenance": environment(), "shape": shape, "ranks": nproc, "resume": {}, "accelerate": {}}
-    for mode, fused in (("math attention", "0"), ("fused attention", "1")):
-        os.environ["DSCOURSE_FUSED_ATTENTION"] = fused
+    for mode, math in (("math attention", "1"), ("fused attention", "0")):
+        os.environ["DSCOURSE_MATH_ATTENTION"] = math
         run = train_stages(work / mode.split()[0], (2,), "bf16", steps=args.steps, shape=shape, nproc=nproc,
                            save_at=(6,))[2]
         again = resume(run["dir"], "step6", args.steps, shape=shape, nproc=nproc)
@@ -45,7 +45,7 @@ def main(argv=None) -> int:
                                   "identical": all(a[k] == b[k] for k in b), "max_rel_diff": max_rel_diff(b, a)}
         print(mode, report["resume"][mode]["identical"], report["resume"][mode]["max_rel_diff"], flush=True)
         out.write_text(json.dumps(report, indent=1))
-    os.environ.pop("DSCOURSE_FUSED_ATTENTION")
+    os.environ.pop("DSCOURSE_MATH_ATTENTION")
     isolated = {"HF_HOME": str(work / "hf_home")}
     flags = ["--use_deepspeed", "--zero_stage", "2", "--mixed_precision", "bf16", f"--num_processes={nproc}"]
     yaml = ["--config_file", str(package_path("configs") / "accelerate_zero2.yaml"), f"--num_processes={nproc}"]

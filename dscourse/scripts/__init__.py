@@ -57,9 +57,9 @@ def deterministic() -> None:
         os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
         torch.use_deterministic_algorithms(True, warn_only=True)
         torch.backends.cudnn.deterministic = True
-        if os.environ.get("DSCOURSE_FUSED_ATTENTION") != "1":
-            # attention through the math kernels, as on a CPU: the fused ones (flash, memory-efficient,
-            # cuDNN) may sum the backward's blocks in any order. DSCOURSE_FUSED_ATTENTION=1 keeps them.
+        if os.environ.get("DSCOURSE_MATH_ATTENTION") == "1":
+            # attention through the math kernels, as on a CPU, not the fused ones torch picks (flash,
+            # memory-efficient, cuDNN): for tools/gpu_repeatability.py, which compares the two
             torch.backends.cuda.enable_flash_sdp(False)
             torch.backends.cuda.enable_mem_efficient_sdp(False)
             torch.backends.cuda.enable_cudnn_sdp(False)
