@@ -19,7 +19,7 @@ from dscourse.scripts import finish, init
 
 
 def parse_args(argv=None):
-    from dscourse.models import SHAPES
+    from dscourse.models import SHAPES, learning_rate
 
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--config", required=True, help="the DeepSpeed config file to prove")
@@ -28,10 +28,14 @@ def parse_args(argv=None):
     p.add_argument("--steps", type=int, default=2)
     p.add_argument("--micro-batch", type=int, default=2, help="per-device batch (Trainer) / micro-batch")
     p.add_argument("--grad-accum", type=int, default=1)
+    p.add_argument("--lr", type=float, default=None,
+                   help="the Trainer's learning rate (--trainer); default: dscourse.models.learning_rate(--shape)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", required=True)
     p.add_argument("--local_rank", type=int, default=None, help=argparse.SUPPRESS)
-    return p.parse_args(argv)
+    args = p.parse_args(argv)
+    args.lr = args.lr or learning_rate(args.shape)
+    return args
 
 
 def engine_summary(engine) -> dict:
