@@ -200,6 +200,21 @@ def _snapshot(page, element_id: str):
     }}""")
 
 
+def _changed(page, element_id: str, before: str, timeout_ms: int = 10_000) -> bool:
+    """Whether the figure's data differ from ``before`` within ``timeout_ms``: plotly sets the slider's
+    ``active`` first and restyles after it, so a snapshot taken at once can still show the old data."""
+    from playwright.sync_api import TimeoutError as PlaywrightTimeout
+
+    try:
+        page.wait_for_function(f"""(before) => {{
+            const gd = document.getElementById('{element_id}');
+            return JSON.stringify(gd.data.map(t => [t.x, t.y, t.text, t.visible])) !== before; }}""",
+                               arg=before, timeout=timeout_ms)
+        return True
+    except PlaywrightTimeout:
+        return False
+
+
 def _interactive_figures(page) -> list[str]:
     return page.evaluate("""() => [...document.querySelectorAll('.dscourse-plot')]
         .filter(gd => gd.layout && ((gd.layout.sliders || []).length || (gd.layout.updatemenus || []).length))
@@ -226,7 +241,7 @@ def test_figures_respond_without_kernel(browser, server, page):
                 n = visit.page.evaluate(f"document.getElementById('{fid}').layout.sliders[0].steps.length")
                 target = 0 if active == n - 1 else n - 1
                 _drive_slider(visit.page, fid, target)
-                assert _snapshot(visit.page, fid) != before, f"{fid}: slider moved but the figure did not change"
+                assert _changed(visit.page, fid, before), f"{fid}: slider moved but the figure did not change"
             menus = visit.page.evaluate(f"(document.getElementById('{fid}').layout.updatemenus || []).length")
             if menus:
                 before = _snapshot(visit.page, fid)
@@ -235,7 +250,7 @@ def test_figures_respond_without_kernel(browser, server, page):
                 buttons.last.click()  # waits until the opened menu has drawn its entries
                 visit.page.wait_for_function(
                     f"document.getElementById('{fid}').layout.updatemenus[0].active === {buttons.count() - 1}")
-                assert _snapshot(visit.page, fid) != before, f"{fid}: dropdown changed but the figure did not"
+                assert _changed(visit.page, fid, before), f"{fid}: dropdown changed but the figure did not"
         visit.page.locator(f"#{figures[0]}").screenshot(path=str(SCREENSHOTS / f"{_name(page)}__after-slider.png"))
         assert not visit.problems(), "\n".join(visit.problems())
     finally:
