@@ -220,10 +220,14 @@ def cpu_ranks_if_gpus_short(ranks: int, env: dict | None = None) -> dict:
     ("invalid usage"), so such ranks run on the CPU with gloo, as on a machine without a GPU. Nothing
     changes where the caller chose the devices (``CUDA_VISIBLE_DEVICES`` in ``env``) or there is no GPU.
     """
-    if "CUDA_VISIBLE_DEVICES" in (env or {}):
+    if "CUDA_VISIBLE_DEVICES" in (env or {}) or not visible_gpus() or not gpus_short(ranks):
         return {}
-    gpus = visible_gpus()
-    return {"CUDA_VISIBLE_DEVICES": "", "DS_ACCELERATOR": "cpu"} if 0 < gpus < ranks else {}
+    return {"CUDA_VISIBLE_DEVICES": "", "DS_ACCELERATOR": "cpu"}
+
+
+def gpus_short(ranks: int) -> bool:
+    """Whether ``ranks`` ranks outnumber this machine's GPUs, so that they run on CPU ranks (none at all counts)."""
+    return visible_gpus() < ranks
 
 
 def visible_gpus() -> int:

@@ -46,9 +46,6 @@ def train_shape(nproc: int | None = None) -> str:
     """
     if scale() == "cpu":
         return "gpt2-tiny"
-    if nproc is not None:
-        from .launch import visible_gpus
+    from .launch import gpus_short
 
-        if visible_gpus() < nproc:
-            return "gpt2-tiny"
-    return "gpt2-350m"
+    return "gpt2-tiny" if nproc is not None and gpus_short(nproc) else "gpt2-350m"

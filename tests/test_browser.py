@@ -193,11 +193,12 @@ def _drive_slider(page, element_id: str, step: int):
     page.wait_for_function(f"document.getElementById('{element_id}').layout.sliders[0].active === {step}")
 
 
+# what a figure shows, as one string: its traces' data and visibility
+_FIGURE_STATE = "JSON.stringify(document.getElementById({!r}).data.map(t => [t.x, t.y, t.text, t.visible]))"
+
+
 def _snapshot(page, element_id: str):
-    return page.evaluate(f"""() => {{
-        const gd = document.getElementById('{element_id}');
-        return JSON.stringify(gd.data.map(t => [t.x, t.y, t.text, t.visible]));
-    }}""")
+    return page.evaluate(f"() => {_FIGURE_STATE.format(element_id)}")
 
 
 def _changed(page, element_id: str, before: str, timeout_ms: int = 10_000) -> bool:
@@ -206,10 +207,8 @@ def _changed(page, element_id: str, before: str, timeout_ms: int = 10_000) -> bo
     from playwright.sync_api import TimeoutError as PlaywrightTimeout
 
     try:
-        page.wait_for_function(f"""(before) => {{
-            const gd = document.getElementById('{element_id}');
-            return JSON.stringify(gd.data.map(t => [t.x, t.y, t.text, t.visible])) !== before; }}""",
-                               arg=before, timeout=timeout_ms)
+        page.wait_for_function(f"(before) => {_FIGURE_STATE.format(element_id)} !== before", arg=before,
+                               timeout=timeout_ms)
         return True
     except PlaywrightTimeout:
         return False
