@@ -43,11 +43,13 @@ def deterministic() -> None:
 
     4.3 compares two runs' losses for equality (two launchers, flags vs config file, resumed vs
     uninterrupted). On a GPU that needs cuBLAS with a fixed workspace (``CUBLAS_WORKSPACE_CONFIG``, read
-    when its handle is created), deterministic kernels (the embedding's backward otherwise adds with atomics)
-    and cuDNN's deterministic algorithms: what the Trainer's ``full_determinism=True`` sets too. On an H100,
-    without the cuDNN switch two identical Accelerate runs differed in the last bits; with it, a resumed
-    GPT-2 350M run equals the uninterrupted one bit for bit, with the math and with the fused attention
-    kernels alike (``dscourse/data/gpu_repeatability.json``).
+    when its handle is created), deterministic kernels (the embedding's backward otherwise adds with atomics),
+    cuDNN's deterministic algorithms (what the Trainer's ``full_determinism=True`` sets too), and attention
+    through the math kernels: on an H100 torch picks cuDNN's fused attention, whose backward is not
+    deterministic ("cuDNN Attention defaults to a non-deterministic algorithm"), and two identical GPT-2
+    350M runs then differed by up to 1.5e-5 of the loss; with the math kernels they repeat bit for bit
+    (``dscourse/data/gpu_repeatability.json``). ``DSCOURSE_FUSED_ATTENTION=1`` leaves the choice to torch,
+    for tools/gpu_repeatability.py, which compares the two. Speed benchmarks do not call this.
     """
     import os
 
@@ -57,9 +59,7 @@ def deterministic() -> None:
         os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
         torch.use_deterministic_algorithms(True, warn_only=True)
         torch.backends.cudnn.deterministic = True
-        if os.environ.get("DSCOURSE_MATH_ATTENTION") == "1":
-            # attention through the math kernels, as on a CPU, not the fused ones torch picks (flash,
-            # memory-efficient, cuDNN): for tools/gpu_repeatability.py, which compares the two
+        if os.environ.get("DSCOURSE_FUSED_ATTENTION") != "1":
             torch.backends.cuda.enable_flash_sdp(False)
             torch.backends.cuda.enable_mem_efficient_sdp(False)
             torch.backends.cuda.enable_cudnn_sdp(False)
