@@ -8,7 +8,8 @@
 2. ``accelerate launch`` with flags against the same with ``dscourse/configs/accelerate_zero2.yaml``: each
    run's DeepSpeed config and losses, so a difference can be traced to a key.
 
-With ``--repeats K`` it only runs the same thing K times, to tell a comparison that differs from a GPU run
+With ``--repeats K`` (written under ``"repeats"`` of ``--out``, keeping what that file holds) it only runs
+the same thing K times, to tell a comparison that differs from a GPU run
 that does not repeat: ``accelerate launch`` ZeRO-2 and ZeRO-3 (whose ``overlap_comm`` defaults to on, and
 once with it off), each with the fused and the math attention kernels. Each rank's log lines that name
 an operation without a deterministic implementation (``use_deterministic_algorithms(warn_only=True)``
@@ -77,7 +78,10 @@ def nondeterminism_warnings(log: str) -> list[str]:
 
 
 def repeats(k: int, shape: str, nproc: int, work: Path, out: Path) -> int:
-    report = {"provenance": environment(), "shape": shape, "ranks": nproc, "repeats": k, "settings": {}}
+    report = {"provenance": {**environment(), "command": f"DSCOURSE_SCALE=gpu python3 tools/gpu_repeatability.py "
+                                                         f"--repeats {k} --out ..."},
+              "shape": shape, "ranks": nproc, "repeats": k, "settings": {}}
+    kept = json.loads(out.read_text()) if out.exists() else {}
     isolated = {"HF_HOME": str(work / "hf_home")}
     acc = ["--use_deepspeed", "--zero_stage", "2", "--mixed_precision", "bf16", f"--num_processes={nproc}"]
     settings = [("accelerate ZeRO-2, fused attention", "1", "acc"), ("accelerate ZeRO-2, math attention", "0", "acc"),
@@ -103,7 +107,7 @@ def repeats(k: int, shape: str, nproc: int, work: Path, out: Path) -> int:
             "max_rel_diff": max(max_rel_diff(c, curves[0]) for c in curves), "warnings": sorted(warnings)}
         print(name, report["settings"][name]["all_identical"], report["settings"][name]["max_rel_diff"],
               len(warnings), flush=True)
-        out.write_text(json.dumps(report, indent=1))
+        out.write_text(json.dumps({**kept, "repeats": report}, indent=1))
     return 0
 
 

@@ -421,11 +421,14 @@ for r in bf16_runs.values():  # done with the checkpoints: at GPU scale they fil
 # 续训的每一步 loss 都与不中断的训练**完全相同**（不只是接近）：权重、Adam 状态、步数都恢复了，数据按步数确定。
 # 注意表里前后两列比较的是同一台机器上的两次运行；末位数字在不同 CPU 上会不同，但两列永远相同。
 #
-# 在 GPU 上"完全相同"不是白来的：cuBLAS、cuDNN 的注意力反向等内核默认可以按任意顺序累加，两次同样的运行末位就会不同。
-# 本课程的训练脚本开头都调用 `dscourse.scripts.deterministic()`：设置 `CUBLAS_WORKSPACE_CONFIG`、
-# `torch.use_deterministic_algorithms(True)` 和 `torch.backends.cudnn.deterministic = True`。在 H100 上，没有它时这一节的续训
-# 和第 2 节"参数与配置文件"的两次运行末位不同；有了它，GPT-2 350M 的 ZeRO-2 续训与不中断的训练逐位相同
-# （`dscourse/data/gpu_repeatability.json`）。自己的训练要可复现，也要打开这些开关（Trainer 的对应参数是 `full_determinism=True`）。
+# 在 GPU 上"完全相同"不是白来的：cuBLAS 的工作区、嵌入层反向的原子加、cuDNN 的算法选择、融合注意力的反向，默认都可以按任意顺序累加，
+# 两次同样的运行末位就会不同。本课程的训练脚本开头都调用 `dscourse.scripts.deterministic()`：设置 `CUBLAS_WORKSPACE_CONFIG`、
+# `torch.use_deterministic_algorithms(True, warn_only=True)`、`torch.backends.cudnn.deterministic = True`，并让注意力走数学实现
+# （关掉 flash / memory-efficient / cuDNN 三种融合内核）。最后一条是在 H100 上量出来的：torch 在那里为 GPT-2 选 cuDNN 的融合注意力，
+# 它的反向会警告"cuDNN Attention defaults to a non-deterministic algorithm"，两次完全相同的 GPT-2 350M 运行 loss 相差到 1.5×10⁻⁵（相对）；
+# 换成数学实现后两次逐位相同，这一节的续训和第 2 节的几组对比也才逐位相同（`dscourse/data/gpu_repeatability.json` 的 `repeats`）。
+# 数学实现要把整个注意力矩阵写进显存，通常比融合内核慢、占的显存也多（这里没有单独测），所以吞吐的基准测试（第 8 节）不调用它。自己的训练要可复现，也要打开这些开关
+# （Trainer 的对应参数是 `full_determinism=True`）；只要结果在 bf16 的舍入范围内一致就够的训练，不需要付这个代价。
 #
 # ### 用 Trainer 保存：`stage3_gather_16bit_weights_on_model_save`
 #
@@ -586,6 +589,26 @@ glue("gpu_save16_zero3", f"{saves['save_16bit_model']['ZeRO-3 gather=true']['sec
 # 真正变慢的是把 16 位模型收集到 rank 0 写出的 `save_16bit_model`（`trainer.save_model()` 走的就是它）：ZeRO-3 要先 all-gather 每一个参数。
 # 原文"ZeRO-3 保存变慢"因此只对"保存可直接加载的模型文件"成立，对训练中途的检查点不成立。
 #
+# ### 本书的 notebook 在 GPU 上从头跑到尾
+#
+# CI 只在 CPU 上以缩小的规模运行这些 notebook。GPU 上的读者跑的是另一条路径（GPT-2 350M、FusedAdam、NCCL），所以每个 notebook
+# 也在一张 H100 上以 `DSCOURSE_SCALE=gpu` 从第一个单元跑到最后一个（`tools/run_notebooks_gpu.py`；一次调用最长 10 分钟，
+# 长的 notebook 分几次跑，每次都先跑开头的准备单元）。每个单元是否跑完、用了多少秒、GPU 显存峰值，都记在
+# `dscourse/data/gpu_notebooks.json`：
+
+# %%
+runs = gpu_results.load_notebook_runs()
+env = runs["environment"]
+print(f"{env['gpu']}; torch {env['torch']}; DeepSpeed {env['deepspeed']}; transformers {env['transformers']}\n")
+print(gpu_results.notebooks_table(runs))
+glue("gpu_notebooks_minutes", f"{runs['seconds'] / 60:.0f}")
+
+# %% [markdown]
+# 第一次在 GPU 上跑时，有几处在 CPU 上永远不会出现的失败，每一处都记在 `dscourse/data/gpu_notebooks_attempts.json`，并写明改了什么：
+# 机器的 `TORCH_CUDA_ARCH_LIST=9.0a` 让 DeepSpeed 0.19.8 即时编译 FusedAdam 时解析失败（`dscourse.launch.deepspeed_arch_list` 绕过，
+# 上游 PR deepspeedai/DeepSpeed#8619）；两次相同的运行末位不同（上面讲的确定性开关）；学习率 1e-3 对 350M 太大，loss 来回跳，
+# ZeRO-0 与 ZeRO-1/2/3 的差超出 bf16 容差（`dscourse.models.learning_rate` 对大模型用 2e-4）；每个 350M 的检查点约 5 GB，
+# 磁盘从 64 GB 剩到 30 GB（只在要续训的阶段保存，用完即删）。
 
 # %% [markdown]
 # ## 小结
