@@ -34,6 +34,11 @@ from dscourse.models import learning_rate  # noqa: E402
 from dscourse.provenance import environment  # noqa: E402
 
 
+def accelerate_flags(nproc: int) -> list[str]:
+    """``accelerate launch`` flags for ZeRO-2 in bf16, as 4.3 writes them."""
+    return ["--use_deepspeed", "--zero_stage", "2", "--mixed_precision", "bf16", f"--num_processes={nproc}"]
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--out", required=True)
@@ -58,7 +63,7 @@ def main(argv=None) -> int:
         out.write_text(json.dumps(report, indent=1))
     os.environ.pop("DSCOURSE_FUSED_ATTENTION")
     isolated = {"HF_HOME": str(work / "hf_home")}
-    flags = ["--use_deepspeed", "--zero_stage", "2", "--mixed_precision", "bf16", f"--num_processes={nproc}"]
+    flags = accelerate_flags(nproc)
     yaml = ["--config_file", str(package_path("configs") / "accelerate_zero2.yaml"), f"--num_processes={nproc}"]
     for name, launcher_args in (("flags", flags), ("config file", yaml)):
         r = run_ranks("dscourse.scripts.accelerate_train", ["--shape", shape], nproc=nproc, launcher="accelerate",
@@ -83,20 +88,20 @@ def repeats(k: int, shape: str, nproc: int, work: Path, out: Path) -> int:
               "shape": shape, "ranks": nproc, "repeats": k, "settings": {}}
     kept = json.loads(out.read_text()) if out.exists() else {}
     isolated = {"HF_HOME": str(work / "hf_home")}
-    acc = ["--use_deepspeed", "--zero_stage", "2", "--mixed_precision", "bf16", f"--num_processes={nproc}"]
-    settings = [("accelerate ZeRO-2, fused attention", "1", "acc"), ("accelerate ZeRO-2, math attention", "0", "acc"),
+    # (name, DSCOURSE_FUSED_ATTENTION, extra zero_optimization keys of a plain ZeRO-3 run; None: accelerate ZeRO-2)
+    settings = [("accelerate ZeRO-2, fused attention", "1", None), ("accelerate ZeRO-2, math attention", "0", None),
                 ("ZeRO-3, fused attention", "1", {}), ("ZeRO-3, math attention", "0", {}),
                 ("ZeRO-3 overlap_comm off, math attention", "0", {"overlap_comm": False})]
-    for n, (name, fused, how) in enumerate(settings):
+    for n, (name, fused, extra_zero) in enumerate(settings):
         curves, warnings = [], set()
         for i in range(k):
             env = {**isolated, "DSCOURSE_FUSED_ATTENTION": fused}
-            if how == "acc":
+            if extra_zero is None:
                 r = run_ranks("dscourse.scripts.accelerate_train", ["--shape", shape], nproc=nproc, launcher="accelerate",
-                              launcher_args=acc, timeout=600, env=env, out_dir=work / f"s{n}-{i}")
+                              launcher_args=accelerate_flags(nproc), timeout=600, env=env, out_dir=work / f"s{n}-{i}")
             else:
                 cfg = write_config(work / f"s{n}.json", 3, "bf16", world_size=nproc, lr=learning_rate(shape),
-                                   extra_zero=how)
+                                   extra_zero=extra_zero)
                 r = run_ranks("dscourse.scripts.train_run", ["--config", str(cfg), "--steps", "8", "--shape", shape,
                                                              "--pool", "4"], nproc=nproc, timeout=600, env=env,
                               out_dir=work / f"s{n}-{i}")
