@@ -19,15 +19,17 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from . import runcache
+
 LAUNCHERS = ("torchrun", "deepspeed", "accelerate")
 
 
 class LaunchError(RuntimeError):
     """A launch failed or timed out; the message carries the end of its log, ``.log`` all of it."""
 
-    def __init__(self, message: str, log: str = ""):
+    def __init__(self, message: str, log: str = "", timed_out: bool = False):
         super().__init__(message)
-        self.log = log
+        self.log, self.timed_out = log, timed_out
 
 
 @dataclass
@@ -76,11 +78,13 @@ def launcher_command(module: str, args: list[str], nproc: int | None, launcher: 
 
 def run_ranks(module: str, args: list[str], nproc: int | None = 2, launcher: str = "torchrun",
               timeout: float = 300, env: dict | None = None, out_dir: str | Path | None = None,
-              launcher_args: list[str] = (), expect_ranks: int | None = None) -> LaunchResult:
+              launcher_args: list[str] = (), expect_ranks: int | None = None, reuse: bool = True) -> LaunchResult:
     """Run ``module`` on ``nproc`` ranks; return the ``rank<N>.json`` each wrote to ``--out``.
 
     ``expect_ranks``: how many results to expect when the launcher decides the number of processes
-    itself (``accelerate launch`` with ``nproc=None``); default ``nproc``.
+    itself (``accelerate launch`` with ``nproc=None``); default ``nproc``. Within a test session an identical
+    launch is done once (``dscourse.runcache``); ``reuse=False`` always launches (a test comparing two runs of
+    the same thing must).
     """
     if nproc is None and expect_ranks is None:
         raise ValueError("with nproc=None (the launcher decides), say how many results to expect: expect_ranks")
@@ -88,6 +92,31 @@ def run_ranks(module: str, args: list[str], nproc: int | None = 2, launcher: str
     out.mkdir(parents=True, exist_ok=True)
     for old in out.glob("rank*.json"):
         old.unlink()
+    if reuse and runcache.cache_root():
+        key, outputs = runcache.launch_key(module, list(args), nproc=nproc, launcher=launcher, env=env,
+                                           launcher_args=list(launcher_args), expect_ranks=expect_ranks)
+        stored = runcache.load(key, list(args), outputs, out)
+        if stored is None:
+            t0 = time.monotonic()
+            try:
+                result = _launch(module, args, nproc, launcher, timeout, env, out, launcher_args, expect_ranks)
+            except LaunchError as exc:
+                if not exc.timed_out:
+                    runcache.store(key, list(args), outputs, out, {"error": str(exc), "log": exc.log})
+                raise
+            finally:
+                runcache.record(key, module, list(args), reused=False, seconds=time.monotonic() - t0)
+            runcache.store(key, list(args), outputs, out, {"ranks": result.ranks, "log": result.log})
+            return result
+        runcache.record(key, module, list(args), reused=True, seconds=0.0)
+        if "error" in stored:
+            raise LaunchError(stored["error"], stored["log"])
+        cmd = launcher_command(module, [*args, "--out", str(out)], nproc, launcher, launcher_args=list(launcher_args))
+        return LaunchResult(ranks=stored["ranks"], log=stored["log"], command=cmd)
+    return _launch(module, args, nproc, launcher, timeout, env, out, launcher_args, expect_ranks)
+
+
+def _launch(module, args, nproc, launcher, timeout, env, out: Path, launcher_args, expect_ranks) -> LaunchResult:
     port = free_port()
     _remove_shm(port)
     cmd = launcher_command(module, [*args, "--out", str(out)], nproc, launcher, port=port,
@@ -109,7 +138,7 @@ def run_ranks(module: str, args: list[str], nproc: int | None = 2, launcher: str
         except subprocess.TimeoutExpired:
             log = ""
         raise LaunchError(f"{module} on {nproc} ranks did not finish in {timeout:.0f} s and was killed.\n"
-                          + _tail(log), log) from None
+                          + _tail(log), log, timed_out=True) from None
     finally:
         kill_tree(proc)
         _remove_shm(port)

@@ -106,25 +106,67 @@ FORMAT_HEADER = ["format", "torch dtype", "bits", "sign+exp+mantissa", "max", "s
 # Gradients of a real model
 # --------------------------------------------------------------------------------------------------
 
+# Gradients that are zero in exact arithmetic come out of a float64 backward as rounding noise around 2^-70
+# (GPT-2's attention key biases: softmax ignores a shift shared by all keys); real gradients of the course's
+# models sit above 2^-31. Everything below this floor is that noise, set to the 0 it stands for.
+NOISE_FLOOR = 2.0 ** -45
+
+
+@contextlib.contextmanager
+def one_thread():
+    """torch on one thread inside the block: a sum's order, and so its last bits, then no longer depends on how many
+    cores the machine has (the CPU's vector kernels still may)."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
+
+
 def model_gradients(shape: str = "gpt2-tiny", micro_batch: int = 4, seed: int = 0, dtype=None, scale: float = 1.0):
     """The flat gradient of ``shape`` after one forward/backward on a synthetic batch, as fp32, unscaled.
 
-    ``dtype=None`` runs in fp32; ``torch.float16`` / ``torch.bfloat16`` run the whole model (forward and
-    backward) in that dtype, with the loss multiplied by ``scale`` before ``backward()`` and the gradients
-    divided by it afterwards — what a loss scaler does.
+    ``dtype=None``: the reference, the same on every CPU. An fp32 backward's last bits depend on the CPU's kernels
+    and thread count (and they decide which tiny gradients fall below fp16's range), so the reference runs in
+    float64 on one thread, sets the noise below :data:`NOISE_FLOOR` to 0 and rounds to fp32 once.
+    ``torch.float16`` / ``torch.bfloat16`` run the whole model (forward and backward) in that dtype, with the
+    loss multiplied by ``scale`` before ``backward()`` and the gradients divided by it afterwards — what a loss
+    scaler does; those results depend on the CPU's low-precision kernels.
     """
     import torch
 
     from .models import build_model, synthetic_batch
 
     torch.manual_seed(seed)
-    model = build_model(shape)
-    if dtype is not None:
-        model = model.to(dtype)
+    model = build_model(shape).to(torch.float64 if dtype is None else dtype)
     ids = synthetic_batch(shape, micro_batch, 0, seed=seed)
-    loss = model(input_ids=ids, labels=ids).loss
-    (loss * scale).backward()
-    return torch.cat([p.grad.flatten().float() for p in model.parameters()]) / scale
+    with one_thread() if dtype is None else contextlib.nullcontext():
+        loss = model(input_ids=ids, labels=ids).loss
+        (loss * scale).backward()
+    grads = torch.cat([p.grad.flatten() for p in model.parameters()])
+    if dtype is None:
+        grads = torch.where(grads.abs() < NOISE_FLOOR, torch.zeros_like(grads), grads)
+    return grads.float() / scale
+
+
+def exact_zero_gradients(shape: str = "gpt2-tiny", micro_batch: int = 4, seed: int = 0) -> dict[str, int]:
+    """Per parameter: how many reference gradient elements are 0 (unused rows, or below :data:`NOISE_FLOOR`)."""
+    import torch
+
+    from .models import build_model
+
+    grads = model_gradients(shape, micro_batch, seed)
+    out, start = {}, 0
+    torch.manual_seed(seed)
+    for name, p in build_model(shape).named_parameters():
+        zeros = int((grads[start:start + p.numel()] == 0).sum())
+        start += p.numel()
+        if zeros:
+            out[name] = zeros
+    return out
 
 
 def cast_report(grads, dtype, scale: float = 1.0) -> dict:
@@ -195,8 +237,14 @@ def train_master_weights(shape: str = "gpt2-tiny", steps: int = 150, lr: float =
     - ``pure bf16``: the bf16 model is its own optimizer's parameters (weights and Adam states in bf16).
 
     ``unchanged``: per step, the fraction of bf16 weights that the step left bit-for-bit unchanged.
-    The data: ``pool`` synthetic batches, cycled (the model memorises them, so the loss falls).
+    The data: ``pool`` synthetic batches, cycled (the model memorises them, so the loss falls). One thread, so
+    that the fp32 curve does not depend on the core count; the bf16 curves still depend on the CPU's bf16 kernels.
     """
+    with one_thread():
+        return _train_master_weights(shape, steps, lr, micro_batch, pool, seed, modes)
+
+
+def _train_master_weights(shape, steps, lr, micro_batch, pool, seed, modes) -> dict:
     import torch
 
     from .models import build_model, synthetic_batch

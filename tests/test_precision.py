@@ -77,6 +77,25 @@ def test_real_gradients_underflow_in_fp16_and_loss_scaling_helps():
     assert ((low - grads).norm() / grads.norm()).item() < 0.01
 
 
+def test_reference_gradients_are_exact_zeros_where_fp32_leaves_rounding_noise():
+    """The reference (float64, one thread, noise floor) has zeros exactly where the math has them: the unused
+    position rows and the attention key biases (softmax ignores a shift shared by all keys). An fp32 backward
+    leaves CPU-dependent noise there and agrees with the reference elsewhere."""
+    grads = P.model_gradients("gpt2-tiny")
+    assert P.exact_zero_gradients("gpt2-tiny") == {"transformer.wpe.weight": 64, "transformer.h.0.attn.c_attn.bias": 64,
+                                                   "transformer.h.1.attn.c_attn.bias": 64}
+    from dscourse.models import build_model, synthetic_batch
+
+    torch.manual_seed(0)
+    model = build_model("gpt2-tiny")
+    ids = synthetic_batch("gpt2-tiny", 4, 0, seed=0)
+    model(input_ids=ids, labels=ids).loss.backward()
+    fp32 = torch.cat([p.grad.flatten() for p in model.parameters()])
+    assert ((fp32 - grads).norm() / grads.norm()).item() < 1e-5
+    bias = model.transformer.h[0].attn.c_attn.bias.grad
+    assert bias[64:128].abs().max().item() < 2.0**-30 < bias[:64].abs().min().item()  # noise vs real gradients
+
+
 # ---------------------------------------------------------------------------------------------- master weights
 
 

@@ -5,9 +5,10 @@
     python tools/notebooks.py all [NAME]       # both
 
 Sources use the percent format: ``# %%`` starts a code cell, ``# %% [markdown]`` a Markdown cell
-whose lines start with ``# ``; ``{{repository}}`` stands for the repository's address. The Colab link of each notebook is made here from ``_config.yml``
-(repository url and branch), so every link points at the notebook's own path; the same cell links back to
-the book page that ``_toc.yml`` hangs the notebook under.
+whose lines start with ``# ``; ``{{repository}}`` stands for the repository's address. The Colab link of each notebook
+is made here from ``_config.yml`` (repository url and branch), so every link points at the notebook's own path; the
+same cell links back to the book page that ``_toc.yml`` hangs the notebook under. The setup cell that follows it is
+``tools/colab_setup.py`` with the repository address and requirements.txt's pins filled in: one copy for all notebooks.
 """
 
 from __future__ import annotations
@@ -51,6 +52,23 @@ def section_page(notebook: str) -> tuple[str, str] | None:
     return None
 
 
+def pins() -> dict[str, str]:
+    """name -> version of every ``name==version`` line of requirements.txt."""
+    text = (ROOT / "requirements.txt").read_text(encoding="utf-8")
+    return {m.group(1).lower(): m.group(2) for m in re.finditer(r"^([A-Za-z0-9_.-]+)==(\S+)", text, re.M)}
+
+
+def setup_cell() -> nbformat.NotebookNode:
+    """The first code cell of every notebook: tools/colab_setup.py, filled in; hidden from the HTML book."""
+    source = (ROOT / "tools" / "colab_setup.py").read_text(encoding="utf-8").strip("\n")
+    versions = pins()
+    fill = {"repository": repository()[0], **{name: versions[name] for name in ("deepspeed", "hjson", "accelerate")}}
+    source = re.sub(r"\{\{(\w+)\}\}", lambda m: fill[m.group(1)], source)
+    cell = nbformat.v4.new_code_cell(source)
+    cell.metadata.update({"tags": ["remove-cell"], "cellView": "form"})  # Colab shows its title, the book nothing
+    return cell
+
+
 def parse_percent(text: str) -> list:
     cells, kind, lines = [], None, []
 
@@ -85,7 +103,7 @@ def build(name: str) -> Path:
         "本地运行：`pip install -r requirements.txt -e .`，然后 `jupyter lab`"
         + (f"　·　本节正文：[{section[0]}]({section[1]})" if section else ""))
     badge.metadata["tags"] = ["colab-link"]
-    nb = nbformat.v4.new_notebook(cells=[cells[0], badge, *cells[1:]])
+    nb = nbformat.v4.new_notebook(cells=[cells[0], badge, setup_cell(), *cells[1:]])
     nb.metadata.update({"kernelspec": {"name": "python3", "display_name": "Python 3", "language": "python"},
                         "language_info": {"name": "python"},
                         "colab": {"provenance": [], "toc_visible": True}})

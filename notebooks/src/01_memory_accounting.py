@@ -12,16 +12,6 @@
 # 7. 回答原文的硬件断言："24 GB 显卡训练 13B"、"单张 3090 用 ZeRO-3 Offload 训练 70B"。
 
 # %%
-# Colab only: install what Colab lacks (DeepSpeed and this course's package). Nothing happens elsewhere.
-import subprocess
-import sys
-
-IN_COLAB = "google.colab" in sys.modules
-if IN_COLAB:
-    subprocess.run([sys.executable, "-m", "pip", "install", "-q", "deepspeed==0.19.8", "hjson",
-                    "git+{{repository}}"], check=True)
-
-# %%
 # NBVAL_IGNORE_OUTPUT
 import deepspeed
 import torch
@@ -243,13 +233,15 @@ print(text_table(["path in the engine (ZeRO-3, rank 0)", "device", "category", "
                  [[p, d, c, f"{n:,}"] for p, (d, c, n) in list(top.items())[:8]]))
 
 # %% [markdown]
-# 切分不改变数学：四个 stage、同样的种子和数据，两步的 loss 完全一致（4.3 节会在更多步上验证）。
+# 切分不改变数学：四个 stage、同样的种子和数据，每一步的 loss 与 ZeRO-0 相差不到 0.02（bf16 的舍入；4.3 节会在更多步上验证）。
+# 表里只给结论：bf16 loss 的末位取决于 CPU 的 bf16 kernel。
 
 # %%
-losses = {f"{w} ranks ZeRO-{s}": [f"{x:.2f}" for x in ranks[0]["losses"]] for (w, s), ranks in runs.items()}  # 2 decimals: bf16 kernels differ by CPU
-print(text_table(["run", "loss per step"], [[k, v] for k, v in losses.items()]))
 first = {w: runs[(w, 0)][0]["losses"] for w, _ in runs}
-assert all(abs(a - b) < 2e-2 for (w, s), r in runs.items() for a, b in zip(r[0]["losses"], first[w]))
+gaps = {(w, s): max(abs(a - b) for a, b in zip(r[0]["losses"], first[w])) for (w, s), r in runs.items()}
+print(text_table(["run", "steps", "every loss within 0.02 of ZeRO-0's"],
+                 [[f"{w} ranks ZeRO-{s}", len(runs[(w, s)][0]["losses"]), gap < 2e-2] for (w, s), gap in gaps.items()]))
+assert all(gap < 2e-2 for gap in gaps.values())
 
 # %% [markdown]
 # ## 6. GPU 实测：`torch.cuda.memory_allocated()` 与公式

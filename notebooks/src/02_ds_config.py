@@ -12,16 +12,6 @@
 # 本页展示的每一份配置都在 2 个 CPU rank 上真的训练过（本 notebook 和 `tests/test_configs_proven.py`）。
 
 # %%
-# Colab only: install what Colab lacks (DeepSpeed and this course's package). Nothing happens elsewhere.
-import subprocess
-import sys
-
-IN_COLAB = "google.colab" in sys.modules
-if IN_COLAB:
-    subprocess.run([sys.executable, "-m", "pip", "install", "-q", "deepspeed==0.19.8", "hjson",
-                    "git+{{repository}}"], check=True)
-
-# %%
 # NBVAL_IGNORE_OUTPUT
 import deepspeed
 import transformers
@@ -130,7 +120,7 @@ print(text_table(["config", "key (was \"auto\")", "value DeepSpeed used"], rows,
 # %%
 for name, r in proven.items():
     print(f"{name}: ZeRO-{r['zero_stage']}, {r['optimizer_class']} over {r['basic_optimizer']}, "
-          f"bf16={r['bf16']}, losses {[round(x, 2) for x in r['losses']]}")
+          f"bf16={r['bf16']}, {len(r['losses'])} steps, finite losses: {all(0 < x < 20 for x in r['losses'])}")
 
 # %% [markdown]
 # 几点观察：
@@ -175,7 +165,7 @@ plain = run_ranks("dscourse.scripts.train_step", ["--config", str(CONFIGS / "ds_
                   nproc=2, timeout=600).ranks[0]
 print((CONFIGS / "ds_config_zero2_plain.json").read_text())
 print(f"ZeRO-{plain['zero_stage']}, {plain['optimizer_class']}, batch {plain['train_batch_size']}, "
-      f"losses {[round(x, 2) for x in plain['losses']]}")
+      f"{len(plain['losses'])} steps, finite losses: {all(0 < x < 20 for x in plain['losses'])}")
 
 # %% [markdown]
 # ## 5. 经典错误：检查器与 DeepSpeed 各说了什么

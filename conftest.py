@@ -1,0 +1,74 @@
+"""Test selection by cost.
+
+Markers (declared in pyproject.toml):
+- ``engine``: needs torch / DeepSpeed / a launcher (real engines, real ranks); notebooks and browser tests count too.
+- ``notebook``: a cell of a notebook under strict nbval.       - ``browser``: the built book in Chromium.
+
+``python -m pytest -m "not engine"`` is the maintainer's fast loop: the pure calculators and checkers, in seconds.
+A module marked engine as a whole (``pytestmark = pytest.mark.engine`` at its top) is then not even imported,
+so the fast loop never loads torch.
+
+One session, one launch of each multi-rank job: ``DSCOURSE_RUN_CACHE`` (see ``dscourse.runcache``) points at a
+folder of this session, so a notebook cell that launches what a test already launched (or the reverse) reuses it.
+The notebooks' kernels inherit the variable.
+"""
+
+import os
+import re
+import shutil
+import tempfile
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")  # no downloads at run time (COURSE_DESIGN.md)
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+_ENGINE_MODULE = re.compile(r"^pytestmark\s*=.*\bpytest\.mark\.engine\b", re.M)
+
+
+def pytest_configure(config):
+    if "DSCOURSE_RUN_CACHE" not in os.environ:
+        config._dscourse_run_cache = tempfile.mkdtemp(prefix="dscourse-runs-")
+        os.environ["DSCOURSE_RUN_CACHE"] = config._dscourse_run_cache
+
+
+def pytest_terminal_summary(terminalreporter):
+    from dscourse.runcache import summary
+
+    line = summary()
+    if line:
+        terminalreporter.write_line(line)
+
+
+def pytest_unconfigure(config):
+    folder = getattr(config, "_dscourse_run_cache", None)
+    if folder:
+        shutil.rmtree(folder, ignore_errors=True)
+        os.environ.pop("DSCOURSE_RUN_CACHE", None)
+
+
+def _excludes_engine(config) -> bool:
+    return bool(re.search(r"\bnot\s+engine\b", config.getoption("markexpr") or ""))
+
+
+def pytest_ignore_collect(collection_path: Path, config):
+    if not _excludes_engine(config):
+        return None
+    if collection_path.suffix == ".ipynb":
+        return True
+    if collection_path.suffix == ".py" and collection_path.name.startswith("test_"):
+        if _ENGINE_MODULE.search(collection_path.read_text(encoding="utf-8")):
+            return True
+    return None
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        path = Path(str(item.fspath))
+        if path.suffix == ".ipynb":
+            item.add_marker(pytest.mark.notebook)
+            item.add_marker(pytest.mark.engine)
+        elif path.name == "test_browser.py":
+            item.add_marker(pytest.mark.browser)
+            item.add_marker(pytest.mark.engine)

@@ -1,0 +1,104 @@
+"""Reuse a multi-rank launch within one test session, where a test and a notebook need the same result.
+
+Only when ``DSCOURSE_RUN_CACHE`` names a folder (the test session's ``conftest.py`` sets it; notebooks run by
+nbval inherit it): a reader's notebook, a script or a benchmark always launches. A launch is the same when its
+module, arguments, rank count, launcher, launcher arguments and extra environment are: an argument that names an
+existing file or folder counts by its content (a config file, a checkpoint to resume from), one that names a path
+that does not exist yet is an output (``--save-dir``): its place does not count, and what the first launch wrote
+there is copied to the new place on reuse. Launches that timed out are never stored; failed ones are, with their
+error, so a test of the failure sees the same message.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import uuid
+from pathlib import Path
+
+_PLACEHOLDER = "<output>"
+
+
+def cache_root() -> Path | None:
+    folder = os.environ.get("DSCOURSE_RUN_CACHE")
+    return Path(folder) if folder else None
+
+
+def _digest(path: Path) -> str:
+    h = hashlib.sha256()
+    files = [path] if path.is_file() else sorted(p for p in path.rglob("*") if p.is_file())
+    for f in files:
+        h.update(str(f.relative_to(path) if f != path else "").encode())
+        h.update(f.read_bytes())
+    return h.hexdigest()
+
+
+def launch_key(module: str, args: list[str], **launch) -> tuple[str, list[int]]:
+    """(key, indices of the arguments that are outputs) of a launch."""
+    parts, outputs = [module, sorted((k, repr(v)) for k, v in launch.items())], []
+    for i, arg in enumerate(args):
+        if os.path.isabs(arg) and Path(arg).exists():
+            parts.append(["content", _digest(Path(arg))])
+        elif os.path.isabs(arg):
+            parts.append(_PLACEHOLDER)
+            outputs.append(i)
+        else:
+            parts.append(arg)
+    return hashlib.sha256(json.dumps(parts).encode()).hexdigest()[:32], outputs
+
+
+def load(key: str, args: list[str], outputs: list[int], out: Path) -> dict | None:
+    """The stored launch (ranks, log, error) with its outputs copied to this launch's places; None if not stored."""
+    root = cache_root()
+    entry = root / key if root else None
+    if entry is None or not (entry / "launch.json").exists():
+        return None
+    stored = json.loads((entry / "launch.json").read_text())
+    for i in outputs:
+        if (entry / f"output{i}").exists():
+            shutil.copytree(entry / f"output{i}", args[i], dirs_exist_ok=True)
+    if (entry / "out").exists():
+        shutil.copytree(entry / "out", out, dirs_exist_ok=True)
+    return stored
+
+
+def record(key: str, module: str, args: list[str], reused: bool, seconds: float) -> None:
+    """One line per launch in the session's ledger (``ledger.jsonl``), for the session's summary."""
+    root = cache_root()
+    if root is None:
+        return
+    line = json.dumps({"key": key, "module": module, "args": args, "reused": reused, "seconds": round(seconds, 1)})
+    with open(root / "ledger.jsonl", "a", encoding="utf-8") as f:
+        f.write(line + "\n")
+
+
+def summary() -> str | None:
+    """"N launches run (S s), M reused" from the ledger, or None without one."""
+    root = cache_root()
+    ledger = root / "ledger.jsonl" if root else None
+    if ledger is None or not ledger.exists():
+        return None
+    rows = [json.loads(line) for line in ledger.read_text(encoding="utf-8").splitlines()]
+    ran = [r for r in rows if not r["reused"]]
+    return (f"multi-rank launches: {len(ran)} run ({sum(r['seconds'] for r in ran):.0f} s), "
+            f"{len(rows) - len(ran)} reused from earlier in this session")
+
+
+def store(key: str, args: list[str], outputs: list[int], out: Path, result: dict) -> None:
+    root = cache_root()
+    if root is None:
+        return
+    tmp = root / f".{key}.{uuid.uuid4().hex}"
+    tmp.mkdir(parents=True)
+    for i in outputs:
+        if Path(args[i]).is_dir():
+            shutil.copytree(args[i], tmp / f"output{i}")
+    if out.is_dir() and not any(Path(args[i]) == out for i in outputs):
+        shutil.copytree(out, tmp / "out")
+    (tmp / "launch.json").write_text(json.dumps(result))
+    try:
+        tmp.rename(root / key)  # atomic: a reader sees a whole entry or none
+    except OSError:  # stored meanwhile by another process
+        shutil.rmtree(tmp, ignore_errors=True)

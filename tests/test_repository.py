@@ -1,0 +1,119 @@
+"""The repository's own rules: pure packages stay pure, lint passes, the notebooks' setup cell says what to do."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+PURE = ("dscourse.memory", "dscourse.config", "dscourse.comm", "dscourse.multinode")
+HEAVY = ("torch", "deepspeed", "ipywidgets", "plotly")
+
+
+@pytest.mark.parametrize("module", PURE)
+def test_pure_packages_import_no_heavy_dependency(module):
+    """The calculators load in milliseconds anywhere: importing one (and its CLI) pulls in no torch, DeepSpeed,
+    ipywidgets or plotly. A fresh interpreter, since this test process may have imported them already."""
+    code = (f"import importlib, sys\nm = importlib.import_module({module!r})\n"
+            f"if hasattr(m, '__path__'): importlib.import_module({module!r} + '.cli')\n"
+            f"print(sorted(m for m in {HEAVY!r} if m in sys.modules))")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, cwd=ROOT)
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout.strip().replace("'", '"')) == []
+
+
+def test_ruff_passes():
+    """`ruff check .` with the configuration in pyproject.toml (ruff is pinned in requirements.txt)."""
+    ruff = shutil.which("ruff", path=str(Path(sys.executable).parent)) or shutil.which("ruff")
+    if ruff is None:
+        pytest.fail("ruff is not installed: `pip install -r requirements.txt` installs the pinned version")
+    proc = subprocess.run([ruff, "check", "--no-cache", "."], capture_output=True, text=True, timeout=120, cwd=ROOT)
+    assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-2000:]
+
+
+# --- the setup cell every notebook starts with (tools/colab_setup.py, filled in by tools/notebooks.py) ---------
+
+def _setup_module():
+    spec = importlib.util.spec_from_file_location("colab_setup", ROOT / "tools" / "colab_setup.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)  # defines the functions; setup() runs only as __main__ (a notebook cell)
+    module.PINS = {"deepspeed": "0.19.8", "hjson": "3.1.0", "accelerate": "1.15.0"}
+    return module
+
+
+def test_setup_installs_nothing_where_everything_is_there():
+    m = _setup_module()
+    assert m.setup_steps({"deepspeed": "0.19.8", "hjson": "3.1.0", "accelerate": "1.15.0"}, True, "x") == []
+    assert m.setup_steps({"deepspeed": "0.19.8", "accelerate": "1.16.0.dev0"}, True, "x") == []
+
+
+def test_setup_steps_in_a_colab_like_runtime():
+    """Colab (2026-08): no DeepSpeed, no course package, Accelerate 1.14 (too old for notebook 06)."""
+    m = _setup_module()
+    steps = m.setup_steps({"deepspeed": None, "accelerate": "1.14.0"}, False, "git+https://example.org/course")
+    assert [args for _, args, _ in steps] == [["deepspeed==0.19.8", "hjson==3.1.0"], ["accelerate==1.15.0"],
+                                              ["git+https://example.org/course"]]
+    assert all(fix for _, _, fix in steps)
+    assert m.release("1.14.0") < m.release("1.15.0") <= m.release("1.15.0rc1+local")
+
+
+def _tools_notebooks():
+    sys.path.insert(0, str(ROOT / "tools"))
+    try:
+        import notebooks as nbtool
+    finally:
+        sys.path.pop(0)
+    return nbtool
+
+
+@pytest.fixture(scope="module")
+def bare_python(tmp_path_factory) -> Path:
+    """A fresh virtual environment with pip and nothing else: a runtime that lacks everything the notebooks need."""
+    env = tmp_path_factory.mktemp("bare") / "venv"
+    subprocess.run([sys.executable, "-m", "venv", str(env)], check=True, timeout=300)
+    return env / "bin" / "python"
+
+
+def _run_setup_cell(python: Path, env: dict) -> subprocess.CompletedProcess:
+    source = _tools_notebooks().setup_cell().source
+    # pip offline and without this machine's pip configuration: an install fails at once, as it would with no network
+    env = {**os.environ, "PIP_CONFIG_FILE": os.devnull, "PIP_NO_INDEX": "1", "PYTHONPATH": "", **env}
+    return subprocess.run([str(python), "-c", source], capture_output=True, text=True, timeout=600, env=env, cwd="/")
+
+
+def test_setup_cell_outside_colab_says_what_is_missing_in_one_line(bare_python):
+    proc = _run_setup_cell(bare_python, {"DSCOURSE_SETUP": ""})
+    lines = proc.stderr.strip().splitlines()
+    assert proc.returncode != 0 and len(lines) == 1, proc.stderr
+    assert lines[0].startswith("Setup: DeepSpeed 0.19.8, Accelerate 1.15.0, the course package dscourse missing here.")
+    assert "pip install -r requirements.txt -e ." in lines[0] and "DSCOURSE_SETUP=1" in lines[0]
+
+
+def test_setup_cell_failed_install_is_one_line_with_the_fix(bare_python):
+    """In setup mode (as in Colab) a pip failure ends the cell with one line: what failed, pip's reason, the fix."""
+    proc = _run_setup_cell(bare_python, {"DSCOURSE_SETUP": "1"})
+    lines = proc.stderr.strip().splitlines()
+    assert proc.returncode != 0 and len(lines) == 1, proc.stderr
+    assert lines[0].startswith("Setup: could not install DeepSpeed 0.19.8 (")
+    assert "deepspeed==0.19.8" in lines[0] and "run this cell again" in lines[0]
+    assert proc.stdout.strip() == "Setup: installing DeepSpeed 0.19.8 ..."
+
+
+def test_every_notebook_starts_with_the_generated_setup_cell():
+    nbtool = _tools_notebooks()
+    expected = nbtool.setup_cell()
+    repository = nbtool.repository()[0]
+    for path in sorted((ROOT / "notebooks").glob("*.ipynb")):
+        cells = json.loads(path.read_text(encoding="utf-8"))["cells"]
+        setup = next(c for c in cells if c["cell_type"] == "code")
+        assert "".join(setup["source"]) == expected.source, f"{path.name}: rebuild with tools/notebooks.py"
+        assert f'REPOSITORY = "{repository}"' in expected.source and "{{" not in expected.source
+        assert "remove-cell" in setup["metadata"]["tags"]
+        assert not [o for o in setup.get("outputs", []) if o.get("output_type") != "stream" or o.get("text")]
