@@ -92,31 +92,38 @@ def run_ranks(module: str, args: list[str], nproc: int | None = 2, launcher: str
     out.mkdir(parents=True, exist_ok=True)
     for old in out.glob("rank*.json"):
         old.unlink()
+    launch = dict(nproc=nproc, launcher=launcher, env=env, launcher_args=list(launcher_args), expect_ranks=expect_ranks)
     if reuse and runcache.cache_root():
-        key, outputs = runcache.launch_key(module, list(args), nproc=nproc, launcher=launcher, env=env,
-                                           launcher_args=list(launcher_args), expect_ranks=expect_ranks)
-        stored = runcache.load(key, list(args), outputs, out)
-        if stored is None:
-            t0 = time.monotonic()
-            try:
-                result = _launch(module, args, nproc, launcher, timeout, env, out, launcher_args, expect_ranks)
-            except LaunchError as exc:
-                if not exc.timed_out:
-                    runcache.store(key, list(args), outputs, out, {"error": str(exc), "log": exc.log})
-                raise
-            finally:
-                runcache.record(key, module, list(args), reused=False, seconds=time.monotonic() - t0)
-            runcache.store(key, list(args), outputs, out, {"ranks": result.ranks, "log": result.log})
-            return result
-        runcache.record(key, module, list(args), reused=True, seconds=0.0)
+        return _reused_or_launched(module, list(args), out, timeout, **launch)
+    return _launch(module, args, timeout=timeout, out=out, **launch)
+
+
+def _reused_or_launched(module: str, args: list[str], out: Path, timeout: float, **launch) -> LaunchResult:
+    """The session's stored result of this launch (its outputs copied here), or the launch, stored for next time."""
+    key, outputs = runcache.launch_key(module, args, **launch)
+    stored = runcache.load(key, args, outputs, out)
+    if stored is not None:
+        runcache.record(key, module, args, reused=True, seconds=0.0)
         if "error" in stored:
             raise LaunchError(stored["error"], stored["log"])
-        cmd = launcher_command(module, [*args, "--out", str(out)], nproc, launcher, launcher_args=list(launcher_args))
+        cmd = launcher_command(module, [*args, "--out", str(out)], launch["nproc"], launch["launcher"],
+                               launcher_args=launch["launcher_args"])
         return LaunchResult(ranks=stored["ranks"], log=stored["log"], command=cmd)
-    return _launch(module, args, nproc, launcher, timeout, env, out, launcher_args, expect_ranks)
+    t0 = time.monotonic()
+    try:
+        result = _launch(module, args, timeout=timeout, out=out, **launch)
+    except LaunchError as exc:
+        if not exc.timed_out:  # a time-out may not repeat: never stored
+            runcache.store(key, args, outputs, out, {"error": str(exc), "log": exc.log})
+        raise
+    finally:
+        runcache.record(key, module, args, reused=False, seconds=time.monotonic() - t0)
+    runcache.store(key, args, outputs, out, {"ranks": result.ranks, "log": result.log})
+    return result
 
 
-def _launch(module, args, nproc, launcher, timeout, env, out: Path, launcher_args, expect_ranks) -> LaunchResult:
+def _launch(module: str, args: list[str], nproc, launcher, timeout, env, out: Path, launcher_args,
+            expect_ranks) -> LaunchResult:
     port = free_port()
     _remove_shm(port)
     cmd = launcher_command(module, [*args, "--out", str(out)], nproc, launcher, port=port,
@@ -138,7 +145,7 @@ def _launch(module, args, nproc, launcher, timeout, env, out: Path, launcher_arg
         except subprocess.TimeoutExpired:
             log = ""
         raise LaunchError(f"{module} on {nproc} ranks did not finish in {timeout:.0f} s and was killed.\n"
-                          + _tail(log), log, timed_out=True) from None
+                          + _stale_build_locks() + _tail(log), log, timed_out=True) from None
     finally:
         kill_tree(proc)
         _remove_shm(port)
@@ -307,6 +314,17 @@ def kill_tree(proc: subprocess.Popen) -> None:
             os.killpg(proc.pid, signal.SIGKILL)
         except ProcessLookupError:
             pass
+
+
+def _stale_build_locks() -> str:
+    """A hint when torch's JIT build lock of a DeepSpeed op is left behind: a build killed half-way (a test run
+    stopped with Ctrl-C, say) leaves ``<extension>/lock``, and every later rank waits on it until its timeout."""
+    root = Path(os.environ.get("TORCH_EXTENSIONS_DIR") or Path.home() / ".cache" / "torch_extensions")
+    locks = sorted(str(p) for p in root.glob("*/*/lock")) if root.is_dir() else []
+    if not locks:
+        return ""
+    return ("The ranks may have waited on a build lock that a killed build left behind; if no build is running, "
+            f"delete it and launch again: {', '.join(locks)}\n")
 
 
 def _tail(log: str, lines: int = 25) -> str:

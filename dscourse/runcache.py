@@ -4,7 +4,7 @@ Only when ``DSCOURSE_RUN_CACHE`` names a folder (the test session's ``conftest.p
 nbval inherit it): a reader's notebook, a script or a benchmark always launches. A launch is the same when its
 module, arguments, rank count, launcher, launcher arguments and extra environment are: an argument that names an
 existing file or folder counts by its content (a config file, a checkpoint to resume from), one that names a path
-that does not exist yet is an output (``--save-dir``): its place does not count, and what the first launch wrote
+that holds nothing yet is an output (``--save-dir``): its place does not count, and what the first launch wrote
 there is copied to the new place on reuse. Launches that timed out are never stored; failed ones are, with their
 error, so a test of the failure sees the same message.
 """
@@ -35,17 +35,28 @@ def _digest(path: Path) -> str:
     return h.hexdigest()
 
 
-def launch_key(module: str, args: list[str], **launch) -> tuple[str, list[int]]:
-    """(key, indices of the arguments that are outputs) of a launch."""
-    parts, outputs = [module, sorted((k, repr(v)) for k, v in launch.items())], []
-    for i, arg in enumerate(args):
-        if os.path.isabs(arg) and Path(arg).exists():
-            parts.append(["content", _digest(Path(arg))])
-        elif os.path.isabs(arg):
-            parts.append(_PLACEHOLDER)
-            outputs.append(i)
-        else:
-            parts.append(arg)
+def _is_output(value: str) -> bool:
+    """An absolute path that holds nothing yet (missing, or a folder without files): where a launch writes."""
+    if not os.path.isabs(value):
+        return False
+    path = Path(value)
+    return not path.exists() or (path.is_dir() and not any(p.is_file() for p in path.rglob("*")))
+
+
+def _part(value: str):
+    """What a value contributes to the key: an input path its content, an output path a placeholder."""
+    if not os.path.isabs(value):
+        return value
+    return _PLACEHOLDER if _is_output(value) else ["content", _digest(Path(value))]
+
+
+def launch_key(module: str, args: list[str], env: dict | None = None, **launch) -> tuple[str, list[int]]:
+    """(key, indices of the arguments that are outputs) of a launch. ``env``'s values count like arguments
+    (``HF_HOME=<a fresh folder>`` is the same wherever the folder is)."""
+    parts = [module, sorted((k, repr(v)) for k, v in launch.items()),
+             sorted((k, _part(str(v))) for k, v in (env or {}).items()),
+             [_part(arg) for arg in args]]
+    outputs = [i for i, arg in enumerate(args) if _is_output(arg)]
     return hashlib.sha256(json.dumps(parts).encode()).hexdigest()[:32], outputs
 
 

@@ -8,6 +8,8 @@ from dscourse import package_path
 from dscourse.config import build_config
 from dscourse.launch import run_ranks
 
+pytestmark = pytest.mark.engine  # real engines and ranks: not in the fast loop (-m "not engine")
+
 CONFIGS = package_path("configs")
 SHOWN = sorted(p.name for p in CONFIGS.glob("*.json"))
 

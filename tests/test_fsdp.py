@@ -13,7 +13,9 @@ from dscourse.integration import BF16_RTOL, FP32_RTOL, losses, max_rel_diff, tra
 from dscourse.launch import run_ranks
 from dscourse.models import build_model, count_params
 
-STEPS = 8
+pytestmark = pytest.mark.engine  # real engines and ranks: not in the fast loop (-m "not engine")
+
+STEPS = 12  # as notebook 06: within a test session the same runs are launched once (dscourse.runcache)
 TIMEOUT = 900  # the CPU is shared with other jobs
 TOTAL = count_params(build_model("gpt2-tiny"))[0]
 
@@ -42,7 +44,7 @@ def test_fsdp2_and_zero3_agree_within_bf16_tolerance_in_bf16(runs):
 
 def test_full_shard_holds_exactly_the_zero3_partition(runs):
     _, fsdp, work = runs
-    z3 = zero_held(work, 3, steps=2, timeout=TIMEOUT)
+    z3 = zero_held(work, 3, steps=STEPS, timeout=TIMEOUT)
     assert z3[0]["persistent_params"] == TOTAL  # by default ZeRO-3 would shard nothing of this model
     for z, f in zip(z3, fsdp["bf16"]):
         ze, fe = zero_elements(z), f["held"]["elements"]
@@ -56,8 +58,8 @@ def test_full_shard_holds_exactly_the_zero3_partition(runs):
 
 def test_strategies_hold_what_the_mapping_says(tmp_path):
     assert set(MAPPING) == set(STRATEGY)
-    grad_op = fsdp_train(tmp_path, "grad_op", steps=2, timeout=TIMEOUT)[0]
-    no_shard = fsdp_train(tmp_path, "no_shard", steps=2, timeout=TIMEOUT)[0]
+    grad_op = fsdp_train(tmp_path, "grad_op", steps=4, timeout=TIMEOUT)[0]
+    no_shard = fsdp_train(tmp_path, "no_shard", steps=4, timeout=TIMEOUT)[0]
     # SHARD_GRAD_OP: sharded at rest, whole from forward to backward
     assert grad_op["held"]["elements"]["params"] == TOTAL // 2
     assert grad_op["param_elements_between_forward_and_backward"] == TOTAL // 2 + TOTAL
@@ -76,8 +78,9 @@ def test_cpu_offload_policy_keeps_the_losses(runs, tmp_path):
 def test_accelerate_fsdp2_config_file_shards_for_real(tmp_path):
     yaml = package_path("configs", "accelerate_fsdp.yaml")
     env = {"HF_HOME": str(tmp_path / "hf")}
-    ranks = run_ranks("dscourse.scripts.accelerate_train", ["--steps", "2"], launcher="accelerate", timeout=TIMEOUT,
-                      env=env, launcher_args=["--config_file", str(yaml)], out_dir=tmp_path / "fsdp").ranks
+    ranks = run_ranks("dscourse.scripts.accelerate_train", ["--shape", "gpt2-tiny", "--steps", "4"],
+                      launcher="accelerate", timeout=TIMEOUT, env=env,
+                      launcher_args=["--config_file", str(yaml), "--num_processes=2"], out_dir=tmp_path / "fsdp").ranks
     assert [r["distributed_type"] for r in ranks] == ["DistributedType.FSDP"] * 2
     assert ranks[0]["fsdp"]["version"] == 2 and ranks[0]["fsdp"]["reshard_after_forward"] is True
     assert [r["fsdp"]["elements"]["params"] for r in ranks] == [TOTAL // 2] * 2

@@ -16,14 +16,20 @@ from dscourse.integration import (BF16_RTOL, FP32_RTOL, ZeroToFp32Error, checkpo
 from dscourse.launch import LaunchError, launcher_command, run_ranks
 from dscourse.models import build_model
 
-STEPS = 8
+pytestmark = pytest.mark.engine  # real engines and ranks: not in the fast loop (-m "not engine")
+
+# The same runs as notebook 03 (steps, save points, arguments): within a test session each is launched once and
+# reused by the other (dscourse.runcache).
+STEPS = 12
+SAVE_AT = {0: (12,), 1: (12,), 2: (6, 12), 3: (6, 12)}
+SHAPE_ARGS = ["--shape", "gpt2-tiny"]
 SCRIPTS = ["hf_train", "accelerate_train", "train_run", "zero_init", "train_step"]
 
 
 @pytest.fixture(scope="module")
 def bf16_runs(tmp_path_factory):
-    """ZeRO-0..3 on the same data, bf16, checkpoints after steps 4 and 8, weights dumped at the end."""
-    return train_stages(tmp_path_factory.mktemp("stages"), (0, 1, 2, 3), "bf16", steps=STEPS, save_at=(4, STEPS),
+    """ZeRO-0..3 on the same data, bf16, checkpoints after step 12 (and 6 for ZeRO-2/3), weights dumped at the end."""
+    return train_stages(tmp_path_factory.mktemp("stages"), (0, 1, 2, 3), "bf16", steps=STEPS, save_at=SAVE_AT,
                         dump_weights=True)
 
 
@@ -42,7 +48,7 @@ def test_zero_stages_give_the_same_loss_curve_in_bf16(bf16_runs):
 
 
 def test_zero_stages_agree_to_fp32_rounding_in_fp32(tmp_path):
-    runs = train_stages(tmp_path, (0, 3), "fp32", steps=6)
+    runs = train_stages(tmp_path, (0, 3), "fp32", steps=STEPS)
     assert max_rel_diff(runs[3]["losses"], runs[0]["losses"]) < FP32_RTOL
 
 
@@ -82,10 +88,10 @@ def test_zero_to_fp32_safetensors_fails_on_tied_weights_with_a_clear_message(bf1
 
 @pytest.mark.parametrize("stage", [2, 3])
 def test_resuming_continues_the_same_loss_curve_exactly(bf16_runs, stage):
-    again = resume(bf16_runs[stage]["dir"], "step4", STEPS)
+    again = resume(bf16_runs[stage]["dir"], "step6", STEPS)
     straight = losses(bf16_runs[stage])
-    assert again["first_step"] == 5
-    assert losses(again) == {k: straight[k] for k in range(5, STEPS + 1)}
+    assert again["first_step"] == 7
+    assert losses(again) == {k: straight[k] for k in range(7, STEPS + 1)}
 
 
 def test_trainer_zero3_offload_saves_resumes_and_reloads(tmp_path):
@@ -95,18 +101,18 @@ def test_trainer_zero3_offload_saves_resumes_and_reloads(tmp_path):
     cfg = json.loads(shipped.read_text())
     cfg["zero_optimization"]["stage3_gather_16bit_weights_on_model_save"] = False
     no_gather = tmp_path / "no_gather.json"
-    no_gather.write_text(json.dumps(cfg))
-    common = ["--steps", "4", "--save-steps", "2", "--output-dir", str(tmp_path / "run")]
+    no_gather.write_text(json.dumps(cfg, indent=1))
+    common = [*SHAPE_ARGS, "--steps", "6", "--save-steps", "3", "--output-dir", str(tmp_path / "run")]
     first = run_ranks("dscourse.scripts.hf_train", ["--config", str(no_gather), *common,
                                                     "--save-model", str(tmp_path / "false")],
                       timeout=900, out_dir=tmp_path / "o1").ranks[0]
     assert first["zero_stage"] == 3 and first["basic_optimizer"] == "DeepSpeedCPUAdam"
     assert "model.safetensors" not in first["saved_files"] and "zero_to_fp32.py" in first["saved_files"]
-    shutil.rmtree(tmp_path / "run" / "checkpoint-4")
-    second = run_ranks("dscourse.scripts.hf_train", ["--config", str(shipped), *common, "--resume", "--dump-weights",
-                                                     "--save-model", str(tmp_path / "true")],
+    shutil.rmtree(tmp_path / "run" / "checkpoint-6")
+    second = run_ranks("dscourse.scripts.hf_train", ["--config", str(shipped), *common, "--resume",
+                                                     "--save-model", str(tmp_path / "true"), "--dump-weights"],
                        timeout=900, out_dir=tmp_path / "o2").ranks[0]
-    # Steps 3-4 retrained from checkpoint-2. Not always bit for bit through the Trainer (the plain-engine
+    # Steps 4-6 retrained from checkpoint-3. Not always bit for bit through the Trainer (the plain-engine
     # resume above is): the first update after resuming has differed by ~1e-6 relative.
     assert max_rel_diff(second["losses"], first["losses"]) < 1e-5
     assert "model.safetensors" in second["saved_files"]
@@ -119,22 +125,22 @@ def test_trainer_names_every_value_that_contradicts_training_arguments(tmp_path)
     cfg = json.loads(package_path("configs", "ds_config_zero2.json").read_text())
     cfg.update({"train_micro_batch_size_per_gpu": 4, "gradient_clipping": 0.5})
     path = tmp_path / "mismatch.json"
-    path.write_text(json.dumps(cfg))
+    path.write_text(json.dumps(cfg, indent=1))
     with pytest.raises(LaunchError) as error:
-        run_ranks("dscourse.scripts.hf_train", ["--config", str(path), "--micro-batch", "2", "--steps", "1"],
-                  timeout=600, out_dir=tmp_path / "out")
+        run_ranks("dscourse.scripts.hf_train", ["--config", str(path), *SHAPE_ARGS, "--micro-batch", "2",
+                                                "--steps", "1"], timeout=600, out_dir=tmp_path / "out")
     assert "- ds train_micro_batch_size_per_gpu=4 vs hf per_device_train_batch_size=2" in error.value.log
     assert "- ds gradient_clipping=0.5 vs hf max_grad_norm=1.0" in error.value.log
 
 
 def test_accelerate_launch_builds_a_zero2_engine_from_flags_and_from_a_config_file(tmp_path):
     env = {"HF_HOME": str(tmp_path / "hf")}
-    flags = run_ranks("dscourse.scripts.accelerate_train", [], launcher="accelerate", timeout=600, env=env,
-                      launcher_args=["--use_deepspeed", "--zero_stage", "2", "--mixed_precision", "bf16"],
-                      out_dir=tmp_path / "flags").ranks
-    yaml = run_ranks("dscourse.scripts.accelerate_train", [], launcher="accelerate", timeout=600, env=env,
-                     launcher_args=["--config_file", str(package_path("configs", "accelerate_zero2.yaml"))],
-                     out_dir=tmp_path / "yaml").ranks
+    flags = run_ranks("dscourse.scripts.accelerate_train", SHAPE_ARGS, launcher="accelerate", timeout=600, env=env,
+                      launcher_args=["--use_deepspeed", "--zero_stage", "2", "--mixed_precision", "bf16",
+                                     "--num_processes=2"], out_dir=tmp_path / "flags").ranks
+    yaml = run_ranks("dscourse.scripts.accelerate_train", SHAPE_ARGS, launcher="accelerate", timeout=600, env=env,
+                     launcher_args=["--config_file", str(package_path("configs", "accelerate_zero2.yaml")),
+                                    "--num_processes=2"], out_dir=tmp_path / "yaml").ranks
     for ranks in (flags, yaml):
         assert [r["model_class"] for r in ranks] == ["DeepSpeedEngine"] * 2
         assert ranks[0]["zero_stage"] == 2 and ranks[0]["world_size"] == 2 and ranks[0]["mixed_precision"] == "bf16"
@@ -145,15 +151,15 @@ def test_accelerate_launch_builds_a_zero2_engine_from_flags_and_from_a_config_fi
 @pytest.mark.skipif(torch.cuda.is_available(), reason="on a GPU machine accelerate starts one process per GPU")
 def test_the_seed_accelerate_command_starts_no_process_without_a_gpu(tmp_path):
     with pytest.raises(LaunchError) as error:
-        run_ranks("dscourse.scripts.accelerate_train", [], nproc=None, expect_ranks=1, launcher="accelerate",
+        run_ranks("dscourse.scripts.accelerate_train", SHAPE_ARGS, nproc=None, expect_ranks=1, launcher="accelerate",
                   launcher_args=["--use_deepspeed", "--zero_stage", "2"], timeout=300,
                   env={"HF_HOME": str(tmp_path / "hf")}, out_dir=tmp_path / "out")
     assert "`--num_processes` was set to a value of `0`" in error.value.log
 
 
 def test_zero_init_partitions_at_construction_and_hand_made_zero_init_skips_the_weight_init(tmp_path):
-    builds = run_ranks("dscourse.scripts.zero_init", ["--build", "plain", "from_config", "zero_init"], timeout=600,
-                       out_dir=tmp_path).ranks[0]["builds"]
+    builds = run_ranks("dscourse.scripts.zero_init", ["--build", "plain", "from_config", "zero_init", *SHAPE_ARGS],
+                       timeout=600, out_dir=tmp_path).ranks[0]["builds"]
     full = builds["plain"]["full_params"]
     assert builds["plain"]["held_after_build"] == full
     assert builds["from_config"]["held_after_build"] == builds["zero_init"]["held_after_build"] == full // 2

@@ -6,6 +6,8 @@ import pytest
 
 from dscourse.launch import LaunchError, launcher_command, run_ranks
 
+pytestmark = pytest.mark.engine  # real engines and ranks: not in the fast loop (-m "not engine")
+
 
 def test_deepspeed_launcher_runs_the_same_script(tmp_path):
     res = run_ranks("dscourse.scripts.zero_memory", ["--shape", "gpt2-tiny", "--stage", "2", "--steps", "1"],

@@ -419,6 +419,7 @@ def test_scripts_have_help(argv):
     assert r.returncode == 0 and ("usage" in r.stdout.lower() or "stand-in" in r.stdout), r.stdout + r.stderr
 
 
+@pytest.mark.engine
 def test_allreduce_bench_on_two_ranks(tmp_path):
     from dscourse.launch import run_ranks
 
@@ -441,6 +442,7 @@ def zero2_config(tmp_path_factory):
     return path
 
 
+@pytest.mark.engine
 @pytest.mark.parametrize("launcher", ["torchrun", "deepspeed-nossh"])
 def test_two_nodes_train_zero2_together(launcher, zero2_config, tmp_path):
     from dscourse.multinode.simulate import run_nodes_job
@@ -455,6 +457,7 @@ def test_two_nodes_train_zero2_together(launcher, zero2_config, tmp_path):
     assert job.result.ranks[0]["losses"] != job.result.ranks[1]["losses"]  # each node trained on its own data
 
 
+@pytest.mark.engine
 def test_two_nodes_have_their_own_addresses_when_namespaces_work(tmp_path):
     from dscourse.multinode import netns
     from dscourse.multinode.simulate import run_nodes_job
@@ -469,6 +472,7 @@ def test_two_nodes_have_their_own_addresses_when_namespaces_work(tmp_path):
         assert job.cluster.reason  # why the namespaces were not used (not root, no ip, setup failed, ...)
 
 
+@pytest.mark.engine
 def test_loopback_fallback_and_a_failing_node_is_reported_fast(tmp_path):
     from dscourse.launch import LaunchError
     from dscourse.multinode.simulate import run_nodes_job

@@ -12,6 +12,8 @@ from hypothesis import strategies as st
 
 from dscourse import precision as P
 
+pytestmark = pytest.mark.engine  # real engines and ranks: not in the fast loop (-m "not engine")
+
 # ---------------------------------------------------------------------------------------------- formats
 
 
@@ -277,14 +279,18 @@ def test_model_state_bytes_per_precision():
 def test_bf16_and_fp32_deepspeed_runs_agree_on_two_ranks():
     from dscourse.launch import run_ranks
 
+    # notebook 04's launch, argument for argument (launched once per test session)
     runs = [{"name": "bf16", "precision": "bf16"}, {"name": "fp32", "precision": "fp32"},
+            {"name": "bf16, comm fp32", "precision": "bf16", "extra": {"communication_data_type": "fp32"}},
             {"name": "fp16", "precision": "fp16"}]
     res = run_ranks("dscourse.scripts.precision_run",
-                    ["--steps", "12", "--count-bytes", "--runs", json.dumps(runs)], nproc=2, timeout=300)
+                    ["--shape", "gpt2-tiny", "--stage", "2", "--steps", "30", "--micro-batch", "4", "--pool", "4",
+                     "--lr", "1e-3", "--count-bytes", "--runs", json.dumps(runs)], nproc=2, timeout=600)
     for rank in res.ranks:
         by = {r["name"]: r for r in rank["runs"]}
         bf16, fp32 = by["bf16"], by["fp32"]
-        assert len(bf16["losses"]) == len(fp32["losses"]) == 12
+        assert len(bf16["losses"]) == len(fp32["losses"]) == 30
+        assert by["bf16, comm fp32"]["communication_data_type"] == "float32"
         assert max(abs(a - b) for a, b in zip(bf16["losses"], fp32["losses"])) < 0.05
         assert fp32["losses"][-1] < fp32["losses"][0] - 0.2  # it learns
         assert (bf16["param_dtype"], fp32["param_dtype"]) == ("bfloat16", "float32")

@@ -6,6 +6,8 @@ import torch
 from dscourse.memory import PRESETS, activation_bytes
 from dscourse.models import SHAPES, build_model, count_params
 
+pytestmark = pytest.mark.engine  # real engines and ranks: not in the fast loop (-m "not engine")
+
 
 @pytest.mark.parametrize("arch", [*PRESETS.values(), *SHAPES.values()], ids=lambda a: a.name)
 def test_parameter_count_matches_transformers(arch):

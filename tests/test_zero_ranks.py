@@ -5,18 +5,21 @@ import pytest
 from dscourse.calibration import counted_vs_formula
 from dscourse.launch import run_ranks
 
+pytestmark = pytest.mark.engine  # real engines and ranks: not in the fast loop (-m "not engine")
+
 VARIANTS = [(0, "none", "none"), (1, "none", "none"), (2, "none", "none"), (3, "none", "none"),
             (2, "cpu", "none"), (3, "cpu", "cpu")]
 
 
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory):
+    """The four stages with the arguments notebook 01 launches them with (one launch each per test session)."""
     out = {}
     for stage, oo, op in VARIANTS:
+        offload = [] if oo == op == "none" else ["--offload-optimizer", oo, "--offload-param", op]
         res = run_ranks("dscourse.scripts.zero_memory",
-                        ["--shape", "gpt2-tiny", "--stage", str(stage), "--offload-optimizer", oo,
-                         "--offload-param", op, "--steps", "2"],
-                        nproc=2, timeout=240, out_dir=tmp_path_factory.mktemp(f"s{stage}{oo}{op}"))
+                        ["--shape", "gpt2-small-cpu", "--stage", str(stage), "--steps", "2", *offload],
+                        nproc=2, timeout=600, out_dir=tmp_path_factory.mktemp(f"s{stage}{oo}{op}"))
         out[(stage, oo, op)] = res.ranks
     return out
 

@@ -330,6 +330,9 @@ print(f"both nodes were killed at the deadline, not later: {time.time() - t0 < 4
 # 所以它在大约 `ConnectTimeout + 10` 秒内一定结束。退出码 0 表示全部通过，1 表示有检查失败，2 表示参数错误或 hostfile 读不了。
 
 # %%
+import subprocess
+import sys
+
 PY = sys.executable
 r = subprocess.run([PY, "-m", "dscourse.multinode", "preflight", "--help"], capture_output=True, text=True, timeout=60)
 print(r.stdout)
