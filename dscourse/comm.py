@@ -193,9 +193,9 @@ class Collective:
 def zero_settings(zero: dict | None = None) -> dict:
     """DeepSpeed's defaults updated with ``zero`` (zero_optimization keys); refuses what the model does not cover."""
     zero = dict(zero or {})
-    for key in CPU_UNSUPPORTED:
+    for key, why in CPU_UNSUPPORTED.items():
         if zero.get(key):
-            raise ValueError(f"{key} is not modelled: it could not be measured on CPU ranks ({CPU_UNSUPPORTED[key]})")
+            raise ValueError(f"{key} is not modelled: it could not be measured on CPU ranks ({why})")
     unknown = set(zero) - set(ZERO_DEFAULTS) - set(NO_BYTES) - set(CPU_UNSUPPORTED) - {"stage"}
     if unknown:
         raise ValueError(f"not a key the communication model knows: {', '.join(sorted(unknown))} "
@@ -387,15 +387,17 @@ def psi_multiple(stage: int, grad_accum: int = 1) -> float:
 
 
 def table(params: float, world_size: int, bandwidths: dict | None = None, dtype_bytes: int = 2,
-          grad_accum: int = 1) -> tuple[list[str], list[list[str]]]:
-    """Header and rows: per stage, the volume per rank and the time at each bandwidth."""
+          grad_accum: int = 1, zero: dict | None = None) -> tuple[list[str], list[list[str]]]:
+    """Header and rows: per stage, the volume per rank DeepSpeed sends and the paper counts, and DeepSpeed's time at
+    each bandwidth."""
     bandwidths = bandwidths or BANDWIDTHS
-    header = ["stage", "volume/rank", *(_short(name) for name in bandwidths)]
+    header = ["stage", "volume/rank", "paper", *(_short(name) for name in bandwidths)]
     rows = []
     for stage in range(4):
-        vol = step_volume_bytes(params, stage, world_size, dtype_bytes, grad_accum)
-        rows.append([f"ZeRO-{stage}", format_bytes(vol),
-                     *(format_seconds(step_time(params, stage, world_size, bw, dtype_bytes, grad_accum))
+        vol = step_volume_bytes(params, stage, world_size, dtype_bytes, grad_accum, zero=zero)
+        paper = step_volume_bytes(params, stage, world_size, dtype_bytes, grad_accum, model="paper")
+        rows.append([f"ZeRO-{stage}", format_bytes(vol), format_bytes(paper),
+                     *(format_seconds(step_time(params, stage, world_size, bw, dtype_bytes, grad_accum, zero=zero))
                        for bw in bandwidths.values())])
     return header, rows
 
@@ -440,20 +442,37 @@ def comm_figure(params: float, world_size: int, dtype_bytes: int = 2, grad_accum
 
 
 def main(argv=None) -> int:
+    import json
+
     from .cli_util import OneLineParser, UsageError, positive_int
     from .memory import parse_count
     from .tables import text_table
 
     p = OneLineParser(prog="python -m dscourse.comm",
-                      description="Communication volume and time per training step for ZeRO-0/1/2/3.")
+                      description="Communication volume and time per training step for ZeRO-0/1/2/3: what "
+                                  "DeepSpeed 0.19.8 sends (its comms logger's byte counts), beside the ZeRO paper.")
     p.add_argument("--params", required=True, help="parameter count, e.g. 7e9 or 7B")
     p.add_argument("--gpus", type=positive_int, required=True, help="data-parallel ranks")
     p.add_argument("--dtype", choices=sorted(DTYPE_BYTES), default="bf16", help="communication data type")
     p.add_argument("--grad-accum", type=positive_int, default=1)
+    p.add_argument("--stage", type=int, choices=[0, 1, 2, 3], default=None,
+                   help="one stage: its collectives, what the comms logger records and the source line deciding each")
+    p.add_argument("--zero", default=None, metavar="JSON",
+                   help='zero_optimization keys, e.g. \'{"use_multi_rank_bucket_allreduce": false}\'')
+    p.add_argument("--json", action="store_true", help="with --stage: one JSON object")
     p.add_argument("--bandwidth", type=float, action="append", default=None,
                    help="bus bandwidth in GB/s (repeatable; default: NVLink, InfiniBand, Ethernet presets)")
     try:
         args = p.parse_args(argv)
+        try:
+            zero = json.loads(args.zero) if args.zero else None
+            if zero is not None and not isinstance(zero, dict):
+                raise ValueError("not a JSON object")
+            zero_settings(zero)
+        except ValueError as e:
+            raise UsageError(f"--zero: {str(e).splitlines()[0]}") from None
+        if args.json and args.stage is None:
+            raise UsageError("--json needs --stage")
         try:
             params = parse_count(args.params)
         except Exception as e:  # parse_count's own message names the problem
@@ -466,9 +485,30 @@ def main(argv=None) -> int:
         print(f"python -m dscourse.comm: error: {e}", file=sys.stderr)
         return 2
     bws = {f"{b:g} GB/s": b * 1e9 for b in args.bandwidth} if args.bandwidth else BANDWIDTHS
-    header, rows = table(params, args.gpus, bws, DTYPE_BYTES[args.dtype], args.grad_accum)
+    nbytes = DTYPE_BYTES[args.dtype]
+    if args.stage is not None:
+        try:
+            report = step_report(params, args.stage, args.gpus, nbytes, args.grad_accum, zero)
+        except ValueError as e:
+            print(f"python -m dscourse.comm: error: {e}", file=sys.stderr)
+            return 2
+        report["seconds"] = {name: sum(c.seconds(bw) for c in deepspeed_collectives(
+            params, args.stage, args.gpus, nbytes, args.grad_accum, zero)) for name, bw in bws.items()}
+        if args.json:
+            print(json.dumps(report, indent=1))
+            return 0
+        print(f"ZeRO-{args.stage}, {params / 1e9:.3g}B parameters, {args.gpus} ranks, {args.dtype}, gradient "
+              f"accumulation {args.grad_accum}: DeepSpeed 0.19.8's collectives per optimizer step")
+        print(text_table(["collective", "what", "logged msg_size", "x", "wire/rank", "decided by"],
+                         [[c["op"], c["what"], format_bytes(c["logged_bytes"]), c["times"],
+                           format_bytes(c["wire_bytes_per_rank"]), c["source"]] for c in report["collectives"]]))
+        print(f"wire bytes per rank: {format_bytes(report['wire_bytes_per_rank'])} "
+              f"(the paper: {format_bytes(report['paper_wire_bytes_per_rank'])})")
+        return 0
+    header, rows = table(params, args.gpus, bws, nbytes, args.grad_accum, zero)
     print(f"{params / 1e9:.3g}B parameters, {args.gpus} ranks, {args.dtype}, gradient accumulation "
-          f"{args.grad_accum}: bytes each rank sends per optimizer step, and the time at each bus bandwidth")
+          f"{args.grad_accum}: bytes each rank sends per optimizer step (DeepSpeed 0.19.8, and as the ZeRO paper "
+          f"counts them), and DeepSpeed's time at each bus bandwidth")
     print(text_table(header, rows))
     return 0
 
@@ -477,6 +517,8 @@ if __name__ == "__main__":
     sys.exit(main())
 
 
-__all__ = ["BANDWIDTHS", "COLLECTIVES", "DTYPE_BYTES", "Transfer", "bus_bandwidth", "bus_factor", "collective_time",
-           "comm_figure", "psi_multiple", "ring_allreduce_time", "step_time", "step_transfers", "step_volume_bytes",
-           "table"]
+__all__ = ["BANDWIDTHS", "COLLECTIVES", "CPU_UNSUPPORTED", "DTYPE_BYTES", "LOGGED_OPS", "NO_BYTES", "ZERO_DEFAULTS",
+           "Collective", "Transfer", "bus_bandwidth", "bus_factor", "collective_time", "comm_figure",
+           "deepspeed_collectives", "logged_bytes", "logger_totals", "paper_transfers", "persistent_elements",
+           "psi_multiple", "ring_allreduce_time", "step_report", "step_time", "step_transfers", "step_volume_bytes",
+           "table", "zero3_regathered", "zero_settings"]

@@ -1,13 +1,15 @@
 """Record the bytes DeepSpeed's own comms logger sees in one optimizer step, for many ZeRO settings in one launch.
 
-    torchrun --nproc_per_node 2 -m dscourse.scripts.comm_volume --set smoke --out results/
+    torchrun --nproc_per_node 2 -m dscourse.scripts.comm_volume --configs sweep --out results/
+    torchrun --nproc_per_node 2 -m dscourse.scripts.comm_volume --configs '[{"stage": 2, "grad_accum": 2}]' --out r/
 
 For each configuration, in sequence in the same processes: build a real engine with
-``"comms_logger": {"enabled": true, "prof_all": true}``, train one warm-up optimizer step, clear the logger
-(``deepspeed.comm.comms_logger.reset_data``), train one measured optimizer step, read what the logger recorded
-(``comms_logger.comms_dict``: {log name: {msg_size: [count, latencies, algbw, busbw]}}) and destroy the engine.
-Every rank writes ``rank<N>.json``: per configuration, the count of each (collective, msg_size) it logged, or the
-error that stopped the configuration (a knob that needs CUDA, say).
+``"comms_logger": {"enabled": true, "prof_all": true}``, train warm-up optimizer steps (two micro-batches at
+least: ZeRO-3 completes its trace in the second), clear the logger (``deepspeed.comm.comms_logger.reset_data``),
+train one measured optimizer step, read what the logger recorded (``comms_logger.comms_dict``:
+{record name: {msg_size: [count, latencies, algbw, busbw]}}) and destroy the engine. Every rank writes
+``rank<N>.json``: per configuration, ``[record name, msg_size, count]`` for everything it logged, or the error
+that stopped the configuration (a knob that needs CUDA kernels) and where DeepSpeed raised it.
 """
 
 from __future__ import annotations
@@ -15,11 +17,13 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from pathlib import Path
 
+from dscourse.cli_util import OneLineParser, UsageError
 from dscourse.scripts import finish, init
 
 
-def _sweep(world: int) -> list[dict]:
+def sweep(world: int) -> list[dict]:
     """Every configuration the committed table measures (``dscourse/data/cpu_comm_volume.json``)."""
     small = 20000  # elements: several buckets for gpt2-tiny's 134,912 parameters
     specs = [{"name": f"z{s}-ga{g}", "stage": s, "grad_accum": g} for s in range(4) for g in (1, 2)]
@@ -77,26 +81,38 @@ def _sweep(world: int) -> list[dict]:
 
 
 def parse_args(argv=None):
+    try:
+        return _parse_args(argv)
+    except UsageError as e:
+        print(f"python -m dscourse.scripts.comm_volume: error: {e}", file=sys.stderr)
+        sys.exit(2)
+
+
+def _parse_args(argv):
     from dscourse.models import SHAPES
 
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = OneLineParser(prog="python -m dscourse.scripts.comm_volume", description=__doc__.split("\n\n")[0],
+                      epilog=__doc__.split("\n\n", 1)[1], formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--shape", default="gpt2-tiny", choices=sorted(SHAPES), help="model shape (dscourse.models.SHAPES)")
     p.add_argument("--configs", required=True,
-                   help='a JSON list of {"name", "stage", "grad_accum", "zero": {extra zero_optimization keys}}, '
-                        "or @FILE holding one")
+                   help='a JSON list of {"name", "stage", "grad_accum", "shape", "zero": {extra zero_optimization '
+                        'keys}}, @FILE holding one, or "sweep": every configuration of the committed table')
     p.add_argument("--micro-batch", type=int, default=1)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", required=True, help="folder for rank<N>.json")
     p.add_argument("--local_rank", type=int, default=None, help=argparse.SUPPRESS)  # the deepspeed launcher
     args = p.parse_args(argv)
+    if args.configs == "sweep":
+        return args
     try:
-        text = open(args.configs[1:]).read() if args.configs.startswith("@") else args.configs
+        text = Path(args.configs[1:]).read_text() if args.configs.startswith("@") else args.configs
         args.configs = json.loads(text)
-        if not isinstance(args.configs, list) or not all(isinstance(c, dict) and "stage" in c for c in args.configs):
-            raise ValueError("need a list of objects, each with a stage")
+        if not isinstance(args.configs, list) or not all(
+                isinstance(c, dict) and c.get("stage") in (0, 1, 2, 3) and c.get("shape", args.shape) in SHAPES
+                for c in args.configs):
+            raise ValueError("need a list of objects, each with a stage 0-3 (and a shape of dscourse.models.SHAPES)")
     except (OSError, ValueError) as e:
-        p.error(f"--configs: {e}")
+        p.error(f"--configs: {str(e).splitlines()[0]}")
     return args
 
 
@@ -106,8 +122,8 @@ def logged(comms_dict: dict) -> list[list]:
 
 
 def measure(spec: dict, shape, rank: int, world: int, micro_batch: int, seed: int) -> dict:
-    import torch
     import deepspeed
+    import torch
     from deepspeed.comm import comms_logger
 
     from dscourse.config import build_config
@@ -139,7 +155,7 @@ def measure(spec: dict, shape, rank: int, world: int, micro_batch: int, seed: in
         comms_logger.reset_data()
     finally:
         engine.destroy()
-    return {"logged": entries, "optimizer_class": type(engine.optimizer).__name__,
+    return {"shape": shape.name, "logged": entries, "optimizer_class": type(engine.optimizer).__name__,
             "zero_config": cfg["zero_optimization"]}
 
 
@@ -149,14 +165,16 @@ def main(argv=None) -> int:
 
     rank, world, _ = init(args.seed)
     shape = SHAPES[args.shape]
-    numels = [p.numel() for p in build_model(shape).parameters()]
+    specs = sweep(world) if args.configs == "sweep" else args.configs
+    numels = {name: [p.numel() for p in build_model(name).parameters()]
+              for name in sorted({s.get("shape", args.shape) for s in specs})}
     results = []
-    for spec in args.configs:
+    for spec in specs:
         entry = {"name": spec.get("name"), "stage": spec["stage"], "grad_accum": spec.get("grad_accum", 1),
                  "zero": spec.get("zero", {})}
         try:
             entry.update(measure(spec, shape, rank, world, args.micro_batch, args.seed))
-        except Exception as e:  # a knob DeepSpeed cannot run here: record why, go on with the next
+        except Exception as e:  # noqa: BLE001 (a knob DeepSpeed cannot run here: record why, go on with the next)
             import traceback
 
             where = traceback.extract_tb(e.__traceback__)
