@@ -26,8 +26,10 @@ speed whatever N is, so ``t = S × factor / busbw``. Bandwidths here are per GPU
 
 from __future__ import annotations
 
+import json
 import sys
 from dataclasses import dataclass
+from pathlib import Path
 
 DTYPE_BYTES = {"fp32": 4, "bf16": 2, "fp16": 2, "fp8": 1}
 
@@ -219,10 +221,19 @@ def zero3_regathered(params: float, zero: dict | None = None, persistent: float 
     """
     z = zero_settings(zero)
     live = params - persistent + tied  # the elements one pass uses (a tied weight counted once per module using it)
-    window = min(z["stage3_prefetch_bucket_size"], z["stage3_max_live_parameters"])
-    if max(z["stage3_max_reuse_distance"], window) >= 2 * live:
+    if zero3_regime(params, z, persistent, tied) == "kept":
         return 0.0
     return max(0.0, live - z["stage3_max_reuse_distance"])
+
+
+def zero3_regime(params: float, zero: dict | None = None, persistent: float = 0, tied: float = 0) -> str:
+    """``"kept"`` (one gather per micro-batch), ``"released"`` (every use gathers: reuse distance 0) or
+    ``"estimate"`` (some parameters gathered again: ``zero3_regathered``'s rule, not exact)."""
+    z = zero_settings(zero)
+    window = min(z["stage3_prefetch_bucket_size"], z["stage3_max_live_parameters"])
+    if max(z["stage3_max_reuse_distance"], window) >= 2 * (params - persistent + tied):
+        return "kept"
+    return "released" if z["stage3_max_reuse_distance"] == 0 else "estimate"
 
 
 def deepspeed_collectives(params: float, stage: int, world_size: int, dtype_bytes: int = 2, grad_accum: int = 1,
@@ -339,10 +350,47 @@ def step_report(params: float, stage: int, world_size: int, dtype_bytes: int = 2
         "params": params, "stage": stage, "world_size": world_size, "dtype_bytes": dtype_bytes,
         "grad_accum": grad_accum, "zero": zero_settings(zero),
         "logged_bytes": logged_bytes(cs), "wire_bytes_per_rank": wire, "paper_wire_bytes_per_rank": paper,
+        "zero3_gathers": zero3_regime(params, zero, persistent, tied) if stage == 3 else None,
         "psi_multiple": wire / (params * dtype_bytes) * world_size / (world_size - 1) if world_size > 1 else 0.0,
         "collectives": [{"op": c.op, "what": c.what, "logged_bytes": c.logged, "times": c.times, "ranks": c.ranks,
                          "wire_bytes_per_rank": c.wire_per_rank(), "source": c.source} for c in cs],
     }
+
+
+MEASURED = Path(__file__).parent / "data" / "cpu_comm_volume.json"
+
+
+def load_measured(path: str | Path | None = None) -> dict:
+    """The committed comms-logger table (``benchmarks/comm_volume_cpu.py``)."""
+    return json.loads(Path(path or MEASURED).read_text())
+
+
+def model_for_run(run: dict, shapes: dict, dtype_bytes: int = 2) -> dict:
+    """``step_report`` for one measured configuration, its model's sizes taken from the table's ``shapes``."""
+    shape = shapes[run["shape"]]
+    numels = shape["param_numels"]
+    z = zero_settings(run["zero"])
+    persistent = persistent_elements(numels, z["stage3_param_persistence_threshold"]) if run["stage"] == 3 else 0
+    return step_report(sum(numels), run["stage"], run["world_size"], dtype_bytes, run["grad_accum"], run["zero"],
+                       persistent, shape["tied"])
+
+
+def measured_vs_model(data: dict | None = None) -> list[dict]:
+    """Per measured configuration: the comms logger's bytes per collective, the model's, and the largest relative
+    error over the collectives (0 where both are 0)."""
+    data = data or load_measured()
+    rows = []
+    for run in data["runs"]:
+        if "error" in run:
+            continue
+        got = logger_totals(run["logged"])
+        report = model_for_run(run, data["shapes"])
+        want = report["logged_bytes"]
+        err = max(abs(want[k] - got[k]) / got[k] if got[k] else float(want[k] != 0) for k in LOGGED_OPS)
+        rows.append({"name": run["name"], "world_size": run["world_size"], "stage": run["stage"],
+                     "grad_accum": run["grad_accum"], "zero": run["zero"], "logged": got, "model": want,
+                     "error": err, "zero3_gathers": report["zero3_gathers"], "ranks_agree": run["ranks_agree"]})
+    return rows
 
 
 def step_transfers(params: float, stage: int, dtype_bytes: int = 2, grad_accum: int = 1) -> list[Transfer]:
@@ -442,8 +490,6 @@ def comm_figure(params: float, world_size: int, dtype_bytes: int = 2, grad_accum
 
 
 def main(argv=None) -> int:
-    import json
-
     from .cli_util import OneLineParser, UsageError, positive_int
     from .memory import parse_count
     from .tables import text_table
