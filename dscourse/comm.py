@@ -393,6 +393,46 @@ def measured_vs_model(data: dict | None = None) -> list[dict]:
     return rows
 
 
+def logged_wire_per_rank(logged: dict, world_size: int) -> float:
+    """Bytes each rank puts on the wire (ring algorithms) for the comms logger's totals, all on ``world_size``
+    ranks (so not for ZeRO++'s node-local gathers)."""
+    n = world_size
+    return (logged["all_reduce"] * 2 * (n - 1) / n + logged["all_gather"] * (n - 1)
+            + (logged["reduce_scatter"] + logged["reduce"]) * (n - 1) / n)
+
+
+MEASURED_FIGURE = ("z0-ga1", "z1-ga1", "z2-ga1", "z2-no-multi-rank", "z2-ga2", "z3-p0-ga1", "z3-p0-reuse0-no-prefetch",
+                   "z3-p0-ga2")
+
+
+def measured_figure(world_size: int = 4, names=MEASURED_FIGURE, data: dict | None = None, name: str = "comm-logged"):
+    """Grouped bars: bytes per rank per optimizer step in units of Ψ × 2 bytes × (N−1)/N (the paper's "2Ψ" for data
+    parallelism reads 2), per measured configuration: DeepSpeed's comms logger, ``dscourse.comm`` and the ZeRO paper."""
+    import plotly.graph_objects as go
+
+    from .plots import Figure
+
+    data = data or load_measured()
+    rows = {r["name"]: r for r in measured_vs_model(data) if r["world_size"] == world_size}
+    runs = {r["name"]: r for r in data["runs"] if r["world_size"] == world_size}
+    n = world_size
+    fig = go.Figure()
+    series = {"DeepSpeed comms logger": [], "dscourse.comm": [], "ZeRO paper": []}
+    for key in names:
+        run, row = runs[key], rows[key]
+        unit = sum(data["shapes"][run["shape"]]["param_numels"]) * 2 * (n - 1) / n
+        series["DeepSpeed comms logger"].append(logged_wire_per_rank(row["logged"], n) / unit)
+        series["dscourse.comm"].append(logged_wire_per_rank(row["model"], n) / unit)
+        series["ZeRO paper"].append(model_for_run(run, data["shapes"])["paper_wire_bytes_per_rank"] / unit)
+    for label, ys in series.items():
+        fig.add_bar(name=label, x=list(names), y=[round(y, 4) for y in ys], text=[f"{y:.2f}" for y in ys],
+                    textposition="outside", cliponaxis=False)
+    fig.update_layout(barmode="group", template="plotly_white", legend_orientation="h", legend_y=-0.35,
+                      yaxis_title="每 rank 每步字节，以 Ψ·2 字节·(N−1)/N 为单位",
+                      title=f"gpt2-tiny，{n} 个 CPU rank，bf16：实测、模型与论文", margin={"t": 60, "b": 90, "l": 70, "r": 20})
+    return Figure(fig, name, height=460)
+
+
 def step_transfers(params: float, stage: int, dtype_bytes: int = 2, grad_accum: int = 1) -> list[Transfer]:
     """The ZeRO paper's collectives (kept for callers of the paper model; ``paper_transfers``)."""
     return paper_transfers(params, stage, dtype_bytes, grad_accum)
@@ -565,6 +605,7 @@ if __name__ == "__main__":
 
 __all__ = ["BANDWIDTHS", "COLLECTIVES", "CPU_UNSUPPORTED", "DTYPE_BYTES", "LOGGED_OPS", "NO_BYTES", "ZERO_DEFAULTS",
            "Collective", "Transfer", "bus_bandwidth", "bus_factor", "collective_time", "comm_figure",
-           "deepspeed_collectives", "logged_bytes", "logger_totals", "paper_transfers", "persistent_elements",
+           "deepspeed_collectives", "load_measured", "logged_bytes", "logged_wire_per_rank", "logger_totals",
+           "measured_figure", "measured_vs_model", "model_for_run", "paper_transfers", "persistent_elements",
            "psi_multiple", "ring_allreduce_time", "step_report", "step_time", "step_transfers", "step_volume_bytes",
-           "table", "zero3_regathered", "zero_settings"]
+           "table", "zero3_regathered", "zero3_regime", "zero_settings"]
