@@ -1,27 +1,27 @@
-"""Communication per training step: how many bytes each ZeRO stage moves, and how long that takes.
+"""Communication per training step: which collectives each ZeRO stage runs, how many bytes, and how long that takes.
 
-The one place the course computes it: the notebook's calculator and figure, ``python -m dscourse.comm``, the tests
+The one place the course computes it: the notebook's calculator and figures, ``python -m dscourse.comm``, the tests
 and the GPU benchmark that compares NCCL's measured bus bandwidth against it all call these functions.
 
-Volume (ZeRO paper, Rajbhandari et al. 2020, arXiv:1910.02054, section 7 "Communication Analysis of ZeRO-DP"):
+Two counts, side by side:
 
-- data parallel (ZeRO-0): one all-reduce of the gradients per step. A ring all-reduce is a reduce-scatter followed
-  by an all-gather; each moves Ψ(N−1)/N elements per rank, so **2Ψ** in total.
-- ZeRO-1 and ZeRO-2 (P_os, P_os+g): a reduce-scatter of the gradients (Ψ) plus an all-gather of the updated
-  parameters (Ψ): the same **2Ψ** as data parallelism.
-- ZeRO-3 (P_os+g+p): parameters are all-gathered before the forward pass (Ψ) and again before the backward pass (Ψ),
-  and gradients are reduce-scattered (Ψ): **3Ψ**, 1.5× data parallelism.
-
-With gradient accumulation DeepSpeed's engine reduces the gradients of ZeRO-0/1 only at the accumulation boundary,
-while "ZeRO stage >= 2 communicates during non gradient accumulation boundaries as well"
-(``DeepSpeedEngine.allreduce_gradients``, ``deepspeed/runtime/engine.py``, 0.19.8): ZeRO-2 reduce-scatters every
-micro-batch, ZeRO-3 also gathers the parameters every micro-batch. ``grad_accum`` accounts for that.
+- **the ZeRO paper** (Rajbhandari et al. 2020, arXiv:1910.02054, section 7; ``paper_transfers``): data parallelism
+  all-reduces the gradients (2Ψ per rank: a ring all-reduce is a reduce-scatter plus an all-gather); ZeRO-1/2
+  reduce-scatter the gradients and all-gather the parameters (2Ψ); ZeRO-3 gathers the parameters for forward and
+  again for backward and reduce-scatters the gradients (3Ψ).
+- **what DeepSpeed 0.19.8 sends** (``deepspeed_collectives``, the default everywhere): measured with DeepSpeed's own
+  comms logger on 2 and 4 CPU ranks (``dscourse/data/cpu_comm_volume.json``; the model equals it to the byte in
+  all but the two rows where it is an estimate). Its default ZeRO-1/2 all-reduce the gradients
+  (``use_multi_rank_bucket_allreduce``) and then all-gather: 3Ψ. Its ZeRO-3 keeps gathered parameters for the
+  backward pass when they are reused within ``stage3_max_reuse_distance``: 2Ψ for a small model, close to 3Ψ for 7B.
+  Each collective names the DeepSpeed source line that decides it.
 
 Time (ring algorithms, bandwidth term only, as in NVIDIA's nccl-tests ``doc/PERFORMANCE.md``): a collective on a
 message of S bytes over N ranks has *algorithm bandwidth* algbw = S / t and *bus bandwidth*
 busbw = algbw × 2(N−1)/N for all-reduce, algbw × (N−1)/N for all-gather and reduce-scatter (S is the full,
-gathered size). busbw is what each rank's link really carries per second, comparable to the hardware's link
-speed whatever N is, so ``t = S × factor / busbw``. Bandwidths here are per GPU, one direction, in bytes/s.
+gathered size), algbw for reduce. busbw is what each rank's link really carries per second, comparable to the
+hardware's link speed whatever N is, so ``t = S × factor / busbw``. Bandwidths here are per GPU, one direction,
+in bytes/s.
 """
 
 from __future__ import annotations
