@@ -81,7 +81,7 @@ def test_logger_measured_again_equals_the_model(tmp_path):
 
 def test_comm_cli_stage_json():
     r = subprocess.run([PY, "-m", "dscourse.comm", "--params", "7B", "--gpus", "64", "--stage", "2", "--json"],
-                       capture_output=True, text=True, timeout=60)
+                       capture_output=True, text=True, timeout=60, check=False)
     out = json.loads(r.stdout)
     assert r.returncode == 0 and set(comm.COLLECTIVES) <= set(out["logged_bytes"])
     assert out["logged_bytes"]["all_reduce"] == 14e9 + 5 and out["wire_bytes_per_rank"] > 0
@@ -92,7 +92,7 @@ def test_comm_cli_stage_json():
                                   ["--stage", "3", "--zero", '{"zero_hpz_partition_size": 3}'],
                                   ["--stage", "3", "--zero", '{"zero_quantized_gradients": true}']])
 def test_comm_cli_bad_input_is_one_line(args):
-    r = subprocess.run([PY, "-m", "dscourse.comm", "--params", "7B", "--gpus", "16", *args], capture_output=True,
+    r = subprocess.run([PY, "-m", "dscourse.comm", "--params", "7B", "--gpus", "16", *args], capture_output=True, check=False,
                        text=True, timeout=60)
     assert r.returncode == 2 and "Traceback" not in r.stderr and len(r.stderr.strip().splitlines()) == 1
 
@@ -101,11 +101,11 @@ def test_comm_cli_bad_input_is_one_line(args):
                                   ["--configs", "[]", "--shape", "nope"]])
 def test_rank_script_bad_input_is_one_line(args, tmp_path):
     r = subprocess.run([PY, "-m", "dscourse.scripts.comm_volume", *args, "--out", str(tmp_path)],
-                       capture_output=True, text=True, timeout=120)
+                       capture_output=True, text=True, timeout=120, check=False)
     assert r.returncode == 2 and "Traceback" not in r.stderr and len(r.stderr.strip().splitlines()) == 1
 
 
 def test_rank_script_help():
     r = subprocess.run([PY, "-m", "dscourse.scripts.comm_volume", "--help"], capture_output=True, text=True,
-                       timeout=120)
+                       timeout=120, check=False)
     assert r.returncode == 0 and "comms_logger" in r.stdout

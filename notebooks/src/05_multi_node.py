@@ -522,8 +522,8 @@ show(comm.measured_figure(4))
 # 于是 7B 模型在 bf16 下，每个 rank 每步收发的字节（`dscourse.comm` 是本课程计算通信量的唯一位置，论文的计数在括号里）：
 
 # %%
-scaled = [r for r in comm.measured_vs_model(measured) if r["name"] == "z3-llama7b-scaled" and r["world_size"] == 2][0]
-run7 = [r for r in measured["runs"] if r["name"] == "z3-llama7b-scaled" and r["world_size"] == 2][0]
+scaled = next(r for r in comm.measured_vs_model(measured) if r["name"] == "z3-llama7b-scaled" and r["world_size"] == 2)
+run7 = next(r for r in measured["runs"] if r["name"] == "z3-llama7b-scaled" and r["world_size"] == 2)
 numels7 = measured["shapes"]["llama2-7b-scaled"]["param_numels"]
 nonpersistent = sum(numels7) - comm.persistent_elements(numels7, run7["zero"]["stage3_param_persistence_threshold"])
 gathered = scaled["logged"]["all_gather"] * 2 / 2 - sum(numels7)  # elements gathered beyond one gather (N = 2, bf16)
