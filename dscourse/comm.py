@@ -153,7 +153,7 @@ NO_BYTES = {
 # Keys that do not run on CPU ranks, with DeepSpeed 0.19.8's error (see the table's "errors").
 CPU_UNSUPPORTED = {
     "zero_quantized_weights": "the quantizer kernel has no CPU build: partition_parameters.py Init.__init__ (line "
-                              "1154) loads QuantizerBuilder, ops/op_builder/cpu/no_impl.py raises 'This op had not "
+                              "1154) builds CUDAQuantizer, which loads QuantizerBuilder, ops/op_builder/cpu/no_impl.py raises 'This op had not "
                               "been implemented on CPU backend'",
     "zero_quantized_gradients": "the same kernel, loaded by runtime/comm/coalesced_collectives.py "
                                 "all_to_all_quant_reduce (line 34) in the first backward pass",
@@ -210,7 +210,7 @@ def zero3_regathered(params: float, zero: dict | None = None, persistent: float 
 
     The parameter coordinator releases a module's parameters after its forward unless their next use lies within
     ``stage3_max_reuse_distance`` elements of the recorded trace, or the prefetcher has already fetched them for
-    that later use (partitioned_param_coordinator.py ``__params_to_release``, lines 627-662). The trace of a
+    that later use (partitioned_param_coordinator.py ``__params_to_release``, lines 634-662). The trace of a
     micro-batch uses every non-persistent element twice (forward and backward; a tied embedding twice in each):
 
     - the whole trace within the reuse distance, or within the prefetch window (``stage3_prefetch_bucket_size``,
@@ -287,10 +287,10 @@ def deepspeed_collectives(params: float, stage: int, world_size: int, dtype_byte
     extra_forward = tied if again else 0  # released between its two forward uses too
     gathers = (nonpersistent + extra_forward + again) * b  # full bytes gathered per micro-batch
     source = ("partitioned_param_coordinator.py fetch_sub_module -> __all_gather_params -> partition_parameters.py "
-              "all_gather_coalesced (line 1362); released by __params_to_release (lines 627-662)")
+              "all_gather_coalesced (line 1362); released by __params_to_release (lines 634-662)")
     if hpz:  # ZeRO++: the first gather of a step reads the primary shards of all N ranks and leaves a secondary copy
         # sharded over the k ranks of the node; every later gather in that step reads it (partition_parameters.py
-        # all_gather_coalesced lines 1573-1576); stage3.py _post_step invalidates it (line 2846)
+        # all_gather_coalesced lines 1572-1575); stage3.py _post_step invalidates it (line 2846)
         first = nonpersistent * b
         out.append(Collective("all_gather", "parameters, first gather of the step (all ranks)", first / n, 1, n,
                               source))
