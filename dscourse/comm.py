@@ -145,7 +145,8 @@ NO_BYTES = {
     "overlap_comm": "moves the reduction to another stream (stage_1_and_2.py average_tensor, stage3.py "
                     "__add_grad_to_ipg_bucket); the same collectives run",
     "reduce_bucket_size": "splits the gradient reduction into more calls of the same total "
-                          "(stage_1_and_2.py allreduce_and_scatter, stage3.py reduce_independent_p_g_buckets_and_remove_grads)",
+                          "(stage_1_and_2.py allreduce_and_scatter, "
+                          "stage3.py reduce_independent_p_g_buckets_and_remove_grads)",
     "allgather_bucket_size": "ignored where torch has all_gather_into_tensor: runtime/utils.py all_gather_dp_groups "
                              "(line 1021) gathers each group in one call",
     "contiguous_gradients": "a copy into a flat buffer before the same reduction",
@@ -153,8 +154,8 @@ NO_BYTES = {
 # Keys that do not run on CPU ranks, with DeepSpeed 0.19.8's error (see the table's "errors").
 CPU_UNSUPPORTED = {
     "zero_quantized_weights": "the quantizer kernel has no CPU build: partition_parameters.py Init.__init__ (line "
-                              "1154) builds CUDAQuantizer, which loads QuantizerBuilder, ops/op_builder/cpu/no_impl.py raises 'This op had not "
-                              "been implemented on CPU backend'",
+                              "1154) builds CUDAQuantizer, which loads QuantizerBuilder, and "
+                              "ops/op_builder/cpu/no_impl.py raises 'This op had not been implemented on CPU backend'",
     "zero_quantized_gradients": "the same kernel, loaded by runtime/comm/coalesced_collectives.py "
                                 "all_to_all_quant_reduce (line 34) in the first backward pass",
 }
@@ -429,7 +430,8 @@ def measured_figure(world_size: int = 4, names=MEASURED_FIGURE, data: dict | Non
                     textposition="outside", cliponaxis=False)
     fig.update_layout(barmode="group", template="plotly_white", legend_orientation="h", legend_y=-0.35,
                       yaxis_title="每 rank 每步字节，以 Ψ·2 字节·(N−1)/N 为单位",
-                      title=f"gpt2-tiny，{n} 个 CPU rank，bf16：实测、模型与论文", margin={"t": 60, "b": 90, "l": 70, "r": 20})
+                      title=f"gpt2-tiny，{n} 个 CPU rank，bf16：实测、模型与论文",
+                      margin={"t": 60, "b": 90, "l": 70, "r": 20})
     return Figure(fig, name, height=460)
 
 
@@ -470,7 +472,7 @@ def _model(model: str) -> None:
 
 def psi_multiple(stage: int, grad_accum: int = 1) -> float:
     """The paper's volume in units of Ψ·dtype_bytes as N → ∞: 2 for ZeRO-0/1/2 and 3 for ZeRO-3 (no accumulation).
-    DeepSpeed's own multiple depends on its knobs and, for ZeRO-3, on the model: ``step_report(...)["psi_multiple"]``."""
+    DeepSpeed's own multiple depends on its knobs and, for ZeRO-3, on the model (``step_report``'s psi_multiple)."""
     return sum(t.times * (2 if t.op == "all_reduce" else 1) for t in paper_transfers(1, stage, 1, grad_accum))
 
 

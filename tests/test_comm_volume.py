@@ -92,8 +92,8 @@ def test_comm_cli_stage_json():
                                   ["--stage", "3", "--zero", '{"zero_hpz_partition_size": 3}'],
                                   ["--stage", "3", "--zero", '{"zero_quantized_gradients": true}']])
 def test_comm_cli_bad_input_is_one_line(args):
-    r = subprocess.run([PY, "-m", "dscourse.comm", "--params", "7B", "--gpus", "16", *args], capture_output=True, check=False,
-                       text=True, timeout=60)
+    r = subprocess.run([PY, "-m", "dscourse.comm", "--params", "7B", "--gpus", "16", *args], capture_output=True,
+                       check=False, text=True, timeout=60)
     assert r.returncode == 2 and "Traceback" not in r.stderr and len(r.stderr.strip().splitlines()) == 1
 
 
