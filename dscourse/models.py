@@ -24,6 +24,9 @@ SHAPES = {
     "gpt2-tiny": _gpt2("gpt2-tiny", 2, 64, 4, 512, 32),
     "llama-tiny": _llama("llama-tiny", 2, 64, 4, 512, 172, 32),
     "gpt2-small-cpu": _gpt2("gpt2-small-cpu", 4, 256, 4, 4096, 64),
+    # Llama-2-7B with every width divided by 64, so every module holds ~4096x fewer elements: ZeRO-3's
+    # gather schedule, decided in elements per module (dscourse.comm), is 7B's with its thresholds / 4096.
+    "llama2-7b-scaled": _llama("llama2-7b-scaled", 32, 64, 4, 500, 172, 32),
     # GPU scale.
     "gpt2-350m": _gpt2("gpt2-350m", 24, 1024, 16, 50257, 1024),
     "gpt2-1.3b": _gpt2("gpt2-1.3b", 24, 2048, 16, 50257, 1024),

@@ -356,24 +356,35 @@ def test_preflight_bad_arguments_exit_2_in_one_line(args):
 # --------------------------------------------------------------------------------------------- communication
 
 
-def test_volume_is_2psi_for_dp_zero1_zero2_and_3psi_for_zero3():
+def test_paper_volume_is_2psi_for_dp_zero1_zero2_and_3psi_for_zero3():
     psi = 1e9
     for stage, multiple in ((0, 2), (1, 2), (2, 2), (3, 3)):
         assert comm.psi_multiple(stage) == multiple
         # large N: per-rank bytes approach multiple * Ψ * dtype bytes
-        assert comm.step_volume_bytes(psi, stage, 10**6, 2) == pytest.approx(multiple * psi * 2, rel=1e-5)
+        assert comm.step_volume_bytes(psi, stage, 10**6, 2, model="paper") == pytest.approx(multiple * psi * 2,
+                                                                                              rel=1e-5)
         # exact ring volume: (N-1)/N of it
-        assert comm.step_volume_bytes(psi, stage, 8, 2) == pytest.approx(multiple * psi * 2 * 7 / 8)
-    assert comm.step_volume_bytes(psi, 3, 8) / comm.step_volume_bytes(psi, 0, 8) == pytest.approx(1.5)
+        assert comm.step_volume_bytes(psi, stage, 8, 2, model="paper") == pytest.approx(multiple * psi * 2 * 7 / 8)
+
+
+def test_deepspeed_volume_is_3psi_for_zero1_zero2_and_2psi_for_a_zero3_model_that_fits():
+    psi, n = 1e8, 8  # 1e8: ZeRO-3's whole trace fits the default reuse distance, one gather per micro-batch
+    for stage, multiple in ((0, 2), (1, 3), (2, 3), (3, 2)):
+        assert comm.step_volume_bytes(psi, stage, n, 2) == pytest.approx(multiple * psi * 2 * 7 / 8, rel=1e-7)
 
 
 def test_gradient_accumulation_only_multiplies_what_deepspeed_sends_every_micro_batch():
-    psi, n = 1e9, 8
-    one = comm.step_volume_bytes(psi, 0, n)
-    assert comm.step_volume_bytes(psi, 0, n, grad_accum=4) == one
-    assert comm.step_volume_bytes(psi, 1, n, grad_accum=4) == one
-    assert comm.step_volume_bytes(psi, 2, n, grad_accum=4) == pytest.approx(one / 2 * 5)  # 4 RS + 1 AG
-    assert comm.step_volume_bytes(psi, 3, n, grad_accum=4) == pytest.approx(one / 2 * 12)
+    psi, n = 1e8, 8
+    one = comm.step_volume_bytes(psi, 0, n, model="paper")
+    for model in ("paper", "deepspeed"):
+        assert comm.step_volume_bytes(psi, 0, n, grad_accum=4, model=model) == one
+    assert comm.step_volume_bytes(psi, 1, n, grad_accum=4, model="paper") == one
+    assert comm.step_volume_bytes(psi, 2, n, grad_accum=4, model="paper") == pytest.approx(one / 2 * 5)  # 4 RS + 1 AG
+    assert comm.step_volume_bytes(psi, 3, n, grad_accum=4, model="paper") == pytest.approx(one / 2 * 12)
+    # DeepSpeed: ZeRO-1 all-reduces once, ZeRO-2 every micro-batch (an all-reduce: 2 units each), one all-gather
+    assert comm.step_volume_bytes(psi, 1, n, grad_accum=4) == pytest.approx(one / 2 * 3, rel=1e-7)
+    assert comm.step_volume_bytes(psi, 2, n, grad_accum=4) == pytest.approx(one / 2 * 9, rel=1e-7)
+    assert comm.step_volume_bytes(psi, 3, n, grad_accum=4) == pytest.approx(one / 2 * 8, rel=1e-7)  # 4 AG + 4 RS
 
 
 def test_bus_bandwidth_conventions_match_nccl_tests():
@@ -394,7 +405,8 @@ def test_bus_bandwidth_conventions_match_nccl_tests():
 def test_comm_cli():
     r = subprocess.run([PY, "-m", "dscourse.comm", "--params", "7B", "--gpus", "16"], capture_output=True, text=True,
                        timeout=60)
-    assert r.returncode == 0 and "ZeRO-3" in r.stdout and "39.4 GB" in r.stdout
+    zero2 = [ln for ln in r.stdout.splitlines() if ln.startswith("ZeRO-2")][0].split()
+    assert r.returncode == 0 and zero2[1:5] == ["39.4", "GB", "26.2", "GB"]  # DeepSpeed's, the paper's
     r = subprocess.run([PY, "-m", "dscourse.comm", "--params", "7B", "--gpus", "0"], capture_output=True, text=True,
                        timeout=60)
     assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1
@@ -404,7 +416,7 @@ def test_comm_calculator_widget():
     from dscourse.multinode.widget import CommCalculator
 
     c = CommCalculator(params="7B", gpus=16)
-    assert c.rows[0][1] == "26.2 GB" and c.rows[3][1] == "39.4 GB"
+    assert c.rows[0][1] == "26.2 GB" and c.rows[1][1] == "39.4 GB" and c.rows[3][1] == "37.5 GB"
     assert c.set(params="nonsense") is None and "not a parameter count" in c.table.value
 
 

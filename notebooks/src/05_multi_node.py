@@ -11,7 +11,8 @@
 # 3. **一台机器上真实的两节点训练**：两个启动器进程（node_rank 0 和 1）经 TCP 会合（rendezvous），一起用 ZeRO-2 训练；
 #    机器允许时（root），两个"节点"各在一个网络命名空间（network namespace）里，有自己的网卡和 IP 地址；
 # 4. 预检（preflight）命令行工具：hostfile 语法、主机名解析、非交互 SSH、master 端口、各节点版本一致，每个失败都给出修法，且绝不挂住；
-# 5. 通信量：数据并行与 ZeRO-1/2 每步 2Ψ、ZeRO-3 每步 3Ψ，换算成 NVLink、InfiniBand、以太网上的时间；在 CPU rank 上实测 all-reduce 带宽；
+# 5. 通信量：论文的 2Ψ/3Ψ 与 DeepSpeed 自己的 comms logger 实测的字节（默认的 ZeRO-1/2 是 3Ψ），换算成 NVLink、InfiniBand、以太网上的时间；
+#    在 CPU rank 上实测 all-reduce 带宽；
 # 6. 经典故障（挂住、ssh 255、缺 pdsh、选错网卡）的症状、诊断命令与修法。
 
 # %%
@@ -412,35 +413,140 @@ print(r.stdout, f"exit code {r.returncode}", sep="")
 #
 # - **数据并行（ZeRO-0）**：每步对梯度做一次 all-reduce。ring all-reduce 等于一次 reduce-scatter 加一次 all-gather，
 #   每个 rank 各收发 $\Psi\cdot\frac{N-1}{N}$ 个元素，合计 **2Ψ**。
-# - **ZeRO-1、ZeRO-2**：梯度 reduce-scatter（Ψ）+ 更新后的参数 all-gather（Ψ），同样是 **2Ψ**，与数据并行相同——切分优化器状态和梯度是"免费"的。
-# - **ZeRO-3**：前向前 all-gather 参数（Ψ）、反向前再 all-gather 一次（Ψ）、梯度 reduce-scatter（Ψ），共 **3Ψ**，是数据并行的 1.5 倍。
+# - **ZeRO-1、ZeRO-2**：梯度 reduce-scatter（Ψ）+ 更新后的参数 all-gather（Ψ），同样是 **2Ψ**。
+# - **ZeRO-3**：前向前 all-gather 参数（Ψ）、反向前再 all-gather 一次（Ψ）、梯度 reduce-scatter（Ψ），共 **3Ψ**。
 #
-# 梯度累积时 DeepSpeed 的引擎还有一个差别：ZeRO-0/1 只在累积边界上归约梯度，而"ZeRO stage >= 2 communicates during non gradient accumulation
-# boundaries as well"（`DeepSpeedEngine.allreduce_gradients`）——ZeRO-2 每个 micro-batch 都 reduce-scatter，ZeRO-3 每个 micro-batch 都收集参数。
-# `dscourse.comm` 是本课程计算通信量的唯一位置：
+# 这是论文的账。DeepSpeed 0.19.8 默认发出的集合通信并不是这样，它自己的 comms logger 就能证明：在配置里写
+# `"comms_logger": {"enabled": true, "prof_all": true}`，`deepspeed.comm` 的每个集合通信都会把消息大小记进
+# `deepspeed.comm.comms_logger.comms_dict`（`{记录名: {msg_size: [次数, 延迟, algbw, busbw]}}`）。msg_size 是**输入张量**的字节数
+# （`deepspeed/comm/utils.py` 的 `get_msg_size_from_args`）：all-reduce、reduce、reduce-scatter 记完整张量，all-gather 记本 rank 的那一片。
+#
+# `dscourse.scripts.comm_volume` 在同一组进程里依次构建许多个真实的引擎（gloo、bf16、`gpt2-tiny`，134,912 个参数），每个先热身两个
+# micro-batch、清空 logger、再量一个优化器步。先在这里真跑一次，两个配置、2 个 rank，与 `dscourse.comm` 的模型逐字节比较：
 
 # %%
 from dscourse import comm
+from dscourse.launch import run_ranks
+
+measured = comm.load_measured()
+again = [r for r in measured["runs"] if r["world_size"] == 2 and r["name"] in ("z2-ga1", "z3-p0-ga1")]
+res = run_ranks("dscourse.scripts.comm_volume",
+                ["--configs", json.dumps([{k: r[k] for k in ("name", "stage", "grad_accum", "zero", "shape")}
+                                          for r in again])], nproc=2, timeout=300, out_dir=work / "comm")
+rows = []
+for run, got in zip(again, res.ranks[0]["results"]):
+    logged, model = comm.logger_totals(got["logged"]), comm.model_for_run(run, measured["shapes"])["logged_bytes"]
+    for op in comm.LOGGED_OPS:
+        if logged[op] or model[op]:
+            rows.append([run["name"], op, logged[op], int(model[op]), "yes" if logged[op] == model[op] else "NO"])
+print(text_table(["configuration", "collective", "comms logger (bytes)", "dscourse.comm", "equal"], rows))
+assert all(r[-1] == "yes" for r in rows)
+
+# %% [markdown]
+# ZeRO-2 一步记下的是一次 **all-reduce**，大小是全部 bf16 梯度（134,912 × 2 = 269,824 字节，另有 1 字节的溢出标志和 4 字节的梯度范数），
+# 再加一次更新后参数分片的 all-gather；ZeRO-3 的参数只 all-gather 了**一次**。完整的表（2 和 4 个 rank、ZeRO-0/1/2/3、梯度累积 1 和 2、
+# 各个开关，共 {glue}`comm_table_runs` 个配置）由 `benchmarks/comm_volume_cpu.py` 测出，存在 `dscourse/data/cpu_comm_volume.json`，
+# 测试逐个配置核对模型。下面是 4 个 rank 上的一部分（字节数是 logger 记的 msg_size × 次数；"倍数"是每个 rank 实际收发的字节，
+# 以 $\Psi\cdot 2\,\text{字节}\cdot\frac{N-1}{N}$ 为单位，即论文的 2Ψ/3Ψ 记法）：
+
+# %%
+shown = ["z0-ga1", "z1-ga1", "z2-ga1", "z2-ga2", "z2-no-multi-rank", "z2-no-reduce-scatter", "z3-p0-ga1",
+         "z3-p0-ga2", "z3-p0-reuse0-no-prefetch", "z3-ga1", "z3-p0-hpz2-ga2", "z3-p0-no-reduce-scatter"]
+by_name = {r["name"]: r for r in comm.measured_vs_model(measured) if r["world_size"] == 4}
+runs4 = {r["name"]: r for r in measured["runs"] if r["world_size"] == 4}
+rows = []
+for name in shown:
+    row, run = by_name[name], runs4[name]
+    unit = sum(measured["shapes"][run["shape"]]["param_numels"]) * 2 * 3 / 4
+    paper = comm.model_for_run(run, measured["shapes"])["paper_wire_bytes_per_rank"] / unit
+    wire = comm.model_for_run(run, measured["shapes"])["wire_bytes_per_rank"] / unit
+    rows.append([name, *(row["logged"][op] for op in comm.LOGGED_OPS), f"{row['error']:.1%}", f"{wire:.2f}",
+                 f"{paper:g}"])
+print("gpt2-tiny, 4 CPU ranks, bf16: bytes the comms logger recorded in one optimizer step")
+print(text_table(["configuration", "all_reduce", "all_gather", "reduce_scatter", "reduce", "model error", "multiple",
+                  "paper"], rows))
+errors = [r["error"] for r in comm.measured_vs_model(measured)]
+print(f"\nall {len(errors)} configurations: the model is exact in {sum(e == 0 for e in errors)}, "
+      f"the largest error is {max(errors):.1%}")
+refused = sorted({k for r in measured["runs"] if "error" in r for k in r["zero"] if k in comm.CPU_UNSUPPORTED})
+print("could not run on CPU ranks:", ", ".join(refused))
+
+from dscourse.book import glue
+
+glue("comm_table_runs", str(len(errors) + sum("error" in r for r in measured["runs"])))
+
+# %%
+from dscourse.plots import show
+
+show(comm.measured_figure(4))
+
+# %% [markdown]
+# 表里每一行背后的源码（DeepSpeed 0.19.8，`dscourse.comm.deepspeed_collectives` 给每个集合通信标了出处）：
+#
+# - **ZeRO-1/2 为什么 all-reduce**：`reduce_scatter: true`（默认）时，`stage_1_and_2.py` 的 `average_tensor` 把梯度桶按分区切片，
+#   但在第 1695 行 `if self.use_multi_rank_bucket_allreduce or ...` 时把所有切片放进同一个 "allreduce" 桶，由 `allreduce_and_scatter`
+#   → `allreduce_bucket` 做 `dist.all_reduce`（第 2384 行），每个 rank 再只拷走自己那一片。`use_multi_rank_bucket_allreduce` 默认为
+#   `true`（`runtime/zero/config.py`）。于是每个 rank 收发 $2\Psi\frac{N-1}{N}$ 的梯度，加上 all-gather 的 $\Psi\frac{N-1}{N}$，共 **3Ψ**：
+#   是数据并行的 1.5 倍，而不是"与数据并行相同"。
+# - **`use_multi_rank_bucket_allreduce: false`**：每个切片改为 `dist.reduce` 到拥有它的 rank（`allreduce_no_retain(rank=dst)`，第 2387 行），
+#   logger 记成 `reduce`。所有切片的 reduce 合起来每个 rank 发出 $\Psi\frac{N-1}{N}$，与 reduce-scatter 相同：回到论文的 **2Ψ**。
+# - **`reduce_scatter: false`** 走 `gradient_reduction_w_predivide`（第 1618、1509 行），也是整桶 all-reduce：字节与默认完全相同。
+# - `reduce_bucket_size`、`allgather_bucket_size`、`overlap_comm` 只改变调用次数或所在的流，**一个字节也不变**：
+#   torch 有 `all_gather_into_tensor` 时，`runtime/utils.py` 的 `all_gather_dp_groups`（第 1021 行）每组一次收集，根本不看 `allgather_bucket_size`。
+# - **梯度累积**：ZeRO-0/1 只在累积边界上归约一次；ZeRO-2 每个 micro-batch 都 all-reduce 一次（`engine.py` 的 `allreduce_gradients`，
+#   第 3085 行："ZeRO stage >= 2 communicates during non gradient accumulation boundaries as well"）；ZeRO-3 每个 micro-batch 都收集参数、
+#   reduce-scatter 梯度。参数的 all-gather（ZeRO-1/2）每步只有一次。
+# - **ZeRO-3 收集一次还是两次**：参数协调器在一个模块前向结束后释放它的参数，除非它下一次被用到的位置在 trace 里相距不到
+#   `stage3_max_reuse_distance` 个元素，或者预取器已经为那次使用取过它（`partitioned_param_coordinator.py` 的 `__params_to_release`）。
+#   小模型整个前向加反向都落在默认的 10⁹ 个元素之内（或者落在 `stage3_prefetch_bucket_size` 的预取窗口内），参数从前向一直留到反向：
+#   **每个 micro-batch 只收集一次**，每步是 2Ψ 而不是 3Ψ。把 `stage3_max_reuse_distance` 设为 0 **并且**关掉预取（`stage3_prefetch_bucket_size: 0`
+#   或 `stage3_max_live_parameters` 很小），才会看到第二次收集；`gpt2-tiny` 的词嵌入与 LM head 共享权重，被两个模块各用一次，于是它在前向和反向里各被收集两次
+#   （表中 3.49 而不是 3）。不超过 `stage3_param_persistence_threshold`（默认 10⁵）个元素的参数整份常驻，只在优化器步之后收集一次
+#   （`stage3.py` 的 `_post_step`）：`gpt2-tiny` 的参数全都不超过 10⁵，所以 `z3-ga1` 那一行的 all-gather 是步后的那一次。
+# - **ZeRO++ `zero_hpz_partition_size`**：一步里的第一次收集从全部 N 个 rank 的主分片取，同时在节点内（这里 2 个 rank）留一份二级分片；
+#   同一步里之后的收集（下一个 micro-batch、反向的第二次）都只在节点内进行，logger 记的分片因此大一倍，但不跨节点。
+# - `zero_quantized_weights`、`zero_quantized_gradients` 在 CPU rank 上跑不起来：它们要量化 kernel，`deepspeed/ops/op_builder/cpu/no_impl.py` 报
+#   "This op had not been implemented on CPU backend"（分别在 `zero.Init` 和第一次反向的 `all_to_all_quant_reduce` 里）。
+#
+# 大模型的 ZeRO-3 处在两者之间：默认的 10⁹ 个元素只够留住最后一段模块。把 Llama-2-7B 的每个宽度除以 64（每个模块的元素少 4096 倍），
+# 阈值也除以 4096，实测第二次收集了非常驻参数的 {glue}`comm_7b_scaled_regathered`；`dscourse.comm.zero3_regathered` 的规则
+# （除最后 `stage3_max_reuse_distance` 个元素外全部重新收集）与实测相差 {glue}`comm_7b_scaled_error`。
+#
+# 于是 7B 模型在 bf16 下，每个 rank 每步收发的字节（`dscourse.comm` 是本课程计算通信量的唯一位置，论文的计数在括号里）：
+
+# %%
+scaled = next(r for r in comm.measured_vs_model(measured) if r["name"] == "z3-llama7b-scaled" and r["world_size"] == 2)
+run7 = next(r for r in measured["runs"] if r["name"] == "z3-llama7b-scaled" and r["world_size"] == 2)
+numels7 = measured["shapes"]["llama2-7b-scaled"]["param_numels"]
+nonpersistent = sum(numels7) - comm.persistent_elements(numels7, run7["zero"]["stage3_param_persistence_threshold"])
+gathered = scaled["logged"]["all_gather"] * 2 / 2 - sum(numels7)  # elements gathered beyond one gather (N = 2, bf16)
+glue("comm_7b_scaled_regathered", f"{gathered / nonpersistent:.0%}")
+glue("comm_7b_scaled_error", f"{scaled['error']:.1%}")
 
 psi = 7e9
 for stage in range(4):
-    transfers = "; ".join(f"{t.op} {t.what}" + (f" x{t.times}" if t.times > 1 else "")
-                          for t in comm.step_transfers(psi, stage, 2, grad_accum=1))
-    print(f"ZeRO-{stage}: {comm.psi_multiple(stage):g} Psi per step  ({transfers})")
+    report = comm.step_report(psi, stage, 64)
+    ops = "; ".join(f"{c['op']} {c['what']}" + (f" x{c['times']}" if c["times"] > 1 else "")
+                    for c in report["collectives"] if c["logged_bytes"] > 64)
+    print(f"ZeRO-{stage}: {report['psi_multiple']:.2f} Psi per step (paper {comm.psi_multiple(stage):g})  ({ops})")
 print()
 rows = []
 for n in (2, 8, 64, 1024):
-    rows.append([n, *(comm.format_bytes(comm.step_volume_bytes(psi, s, n, dtype_bytes=2)) for s in range(4))])
-print("7B parameters, bf16 gradients and parameters: bytes each rank sends per step (= (N-1)/N x 2 or 3 Psi x 2 bytes)")
+    rows.append([n, *(f"{comm.format_bytes(comm.step_volume_bytes(psi, s, n))} "
+                      f"({comm.format_bytes(comm.step_volume_bytes(psi, s, n, model='paper'))})" for s in range(4))])
+print("7B parameters, bf16: bytes each rank sends per step, DeepSpeed 0.19.8 defaults (the paper)")
 print(text_table(["GPUs (N)", "ZeRO-0", "ZeRO-1", "ZeRO-2", "ZeRO-3"], rows))
 print("\nwith gradient accumulation 8 (ZeRO-2 and ZeRO-3 communicate every micro-batch):")
 print(text_table(["GPUs (N)", *(f"ZeRO-{s}" for s in range(4))],
                  [[64, *(comm.format_bytes(comm.step_volume_bytes(psi, s, 64, 2, grad_accum=8)) for s in range(4))]]))
-
-from dscourse.book import glue
+print("\nZeRO-2 with use_multi_rank_bucket_allreduce false, 64 GPUs:",
+      comm.format_bytes(comm.step_volume_bytes(psi, 2, 64, zero={"use_multi_rank_bucket_allreduce": False})))
 
 glue("comm_7b_dp", comm.format_bytes(comm.step_volume_bytes(psi, 0, 64, 2)))
+glue("comm_7b_z2", comm.format_bytes(comm.step_volume_bytes(psi, 2, 64, 2)))
+glue("comm_7b_z2_paper", comm.format_bytes(comm.step_volume_bytes(psi, 2, 64, 2, model="paper")))
 glue("comm_7b_z3", comm.format_bytes(comm.step_volume_bytes(psi, 3, 64, 2)))
+glue("comm_7b_z3_paper", comm.format_bytes(comm.step_volume_bytes(psi, 3, 64, 2, model="paper")))
 glue("comm_7b_z2_ga8", comm.format_bytes(comm.step_volume_bytes(psi, 2, 64, 2, grad_accum=8)))
 glue("comm_7b_z3_ga8", comm.format_bytes(comm.step_volume_bytes(psi, 3, 64, 2, grad_accum=8)))
 
@@ -450,7 +556,8 @@ glue("comm_7b_z3_ga8", comm.format_bytes(comm.step_volume_bytes(psi, 3, 64, 2, g
 # NVIDIA 的 nccl-tests（`doc/PERFORMANCE.md`）报告两种带宽：**算法带宽** algbw = S / t（S 是完整张量的字节数），
 # **总线带宽** busbw = algbw × 2(N−1)/N（all-reduce）或 × (N−1)/N（all-gather、reduce-scatter）。busbw 是每个 rank 的链路实际承载的速率，
 # 与 N 无关，可以直接和硬件的链路速率比较。于是一次集合通信的时间是 $t = S \cdot \text{factor} / \text{busbw}$。
-# 下表用的是各种链路**标称的单向速率**（每块 GPU）；实测 busbw 通常低一些，而且计算与通信的重叠（overlap）会藏起一部分时间：
+# 下表用的是各种链路**标称的单向速率**（每块 GPU），字节是上面 DeepSpeed 实际发出的（"paper" 一列是论文的计数）；
+# 实测 busbw 通常低一些，而且计算与通信的重叠（overlap）会藏起一部分时间：
 
 # %%
 header, rows = comm.table(psi, 64, dtype_bytes=2)
@@ -464,10 +571,15 @@ glue("comm_7b_eth_dp", comm.format_seconds(comm.step_time(psi, 0, 64, comm.BANDW
     "Ethernet 100 Gb/s (shared by 8 GPUs)"])))
 glue("comm_7b_nvlink_dp", comm.format_seconds(comm.step_time(psi, 0, 64, comm.BANDWIDTHS[
     "NVLink 4 (H100 SXM, 900 GB/s bidirectional)"])))
+glue("comm_7b_ib_z2", comm.format_seconds(comm.step_time(psi, 2, 64, comm.BANDWIDTHS[
+    "InfiniBand NDR 400 Gb/s (1 NIC per GPU)"])))
+glue("comm_7b_eth_z2", comm.format_seconds(comm.step_time(psi, 2, 64, comm.BANDWIDTHS[
+    "Ethernet 100 Gb/s (shared by 8 GPUs)"])))
 
 # %% [markdown]
 # 同一个 7B 模型，每步通信在 NVLink 上是几十毫秒，在每卡一块 400 Gb/s InfiniBand 网卡上是零点几秒，而 8 块 GPU 共用一块 100 Gb/s 以太网卡时要十几秒——
-# 比一步计算还长得多。这就是多节点训练要 InfiniBand（或 RoCE）、要每块 GPU 一块网卡的原因；ZeRO-3 在慢网络上还要再多出一半。
+# 比一步计算还长得多。这就是多节点训练要 InfiniBand（或 RoCE）、要每块 GPU 一块网卡的原因。DeepSpeed 默认的 ZeRO-1/2 比数据并行再多一半
+# （all-reduce 梯度 + all-gather 参数），7B 的 ZeRO-3 也接近论文的 3Ψ：把 `use_multi_rank_bucket_allreduce` 设为 `false`，ZeRO-1/2 才回到 2Ψ。
 #
 # ### 交互：通信量计算器
 
@@ -478,15 +590,13 @@ calculator = CommCalculator(params="7B", gpus=64)
 calculator.widget
 
 # %%
-from dscourse.plots import show
-
 show(comm.comm_figure(psi, 64, 2, name="comm-7b-64"))
 
 # %% [markdown]
 # ### 不需要内核的版本
 #
 # 上面的控件需要 Python 内核才能响应；下面这张图在网页版里也能交互：左上角的下拉菜单选模型，滑块选 GPU 总数。
-# 每根柱子都已由同一个函数 `dscourse.comm.step_time`（bf16 参数与梯度，不与计算重叠）预先算好，存在图里。
+# 每根柱子都已由同一个函数 `dscourse.comm.step_time`（DeepSpeed 0.19.8 默认发出的字节，bf16 参数与梯度，不与计算重叠）预先算好，存在图里。
 
 # %%
 from dscourse.plots import comm_explorer
@@ -502,8 +612,6 @@ show(comm_explorer(preset="Llama-2-7B", world_size=64))
 # %%
 # NBVAL_IGNORE_OUTPUT
 # (bandwidth depends on the machine and its load)
-from dscourse.launch import run_ranks
-
 bench = run_ranks("dscourse.scripts.allreduce_bench", ["--sizes", "1e3,1e4,1e5,1e6,1e7", "--iters", "8"], nproc=2,
                   timeout=240, out_dir=work / "bench")
 results = bench.ranks[0]["results"]
@@ -564,4 +672,6 @@ assert ratio > 10
 #   （`--no_ssh --node_rank i`、torchrun、`accelerate launch --deepspeed_multinode_launcher standard`）。
 # - 只有 pdsh/MPI/Slurm 路径转发环境变量，且只转发 `NCCL*`（GPU 上）、`PYTHON*`、`UCX*`、`MV2*`、`MLFLOW*` 和 `.deepspeed_env` 里的行。
 # - 启动前跑一遍 preflight；挂住时先看 `--master_addr`、网卡（`NCCL_SOCKET_IFNAME`/`GLOO_SOCKET_IFNAME`）和 `NCCL_DEBUG=INFO`。
-# - ZeRO-1/2 的通信量与数据并行相同（2Ψ），ZeRO-3 多一半（3Ψ）；梯度累积时 ZeRO-2/3 每个 micro-batch 都通信。跨节点时，带宽决定了这些字节要花多久。
+# - 论文说 ZeRO-1/2 与数据并行一样是 2Ψ、ZeRO-3 是 3Ψ；DeepSpeed 0.19.8 的 comms logger 显示，默认的 ZeRO-1/2 all-reduce 全部梯度再 all-gather 参数，
+#   是 **3Ψ**（`use_multi_rank_bucket_allreduce: false` 才是 2Ψ）；小模型的 ZeRO-3 参数从前向留到反向，只收集一次（2Ψ），7B 这样的大模型大部分要收集两次。
+#   梯度累积时 ZeRO-2/3 每个 micro-batch 都通信。跨节点时，带宽决定了这些字节要花多久。
