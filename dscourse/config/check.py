@@ -56,6 +56,7 @@ __all__ = ["TARGETS", "ConfigReadError", "Problem", "check_config", "check_text"
 
 BATCH_KEYS = ("train_batch_size", "train_micro_batch_size_per_gpu", "gradient_accumulation_steps")
 SUGGEST_CUTOFF = 0.8  # difflib ratio: "zero_optimisation" -> "zero_optimization" (0.94), not "_comment" -> "comet"
+SUGGEST_BUDGET = 200  # spelling suggestions per config: difflib for 275,000 unknown keys would take a minute
 
 
 def check_config(cfg_or_text, target: str = "deepspeed", world_size: int | None = None) -> list[Problem]:
@@ -89,6 +90,7 @@ def _check(cfg, target, world_size, problems=()) -> list[Problem]:
         return [Problem("", f"the top level is {type_name(cfg)}, not an object",
                         "write the config as one JSON object {...}")]
     ctx = _Ctx(cfg, target, world_size)
+    ctx.flagged.update(p.path for p in problems if p.severity == "error" and p.path)  # NaN, duplicates: said once
     for check in _CHECKS:
         try:
             check(ctx)
@@ -140,6 +142,7 @@ class _Ctx:
         self.ds = tables()
         self.problems: list[Problem] = []
         self.flagged: set[str] = set()  # paths already reported as errors
+        self.suggestions_left = SUGGEST_BUDGET
         self.stage = _stage(cfg.get("zero_optimization"))
 
     def error(self, path, message, fix):
@@ -213,14 +216,18 @@ def _stage(zero) -> int | None:
     return stage if stage in (0, 1, 2, 3) else None
 
 
-def _suggest(word, candidates) -> str:
+def _suggest(word, candidates, ctx=None) -> str:
+    if ctx is not None:
+        if ctx.suggestions_left <= 0:
+            return ""
+        ctx.suggestions_left -= 1
     lowered = {c.lower(): c for c in candidates}
     match = difflib.get_close_matches(str(word).lower(), list(lowered), n=1, cutoff=SUGGEST_CUTOFF)
     return lowered[match[0]] if match else ""
 
 
 def _unknown(ctx, path, key, candidates, consequence):
-    match = _suggest(key, candidates)
+    match = _suggest(key, candidates, ctx)
     fix = f'did you mean "{match}"?' if match else "remove it (see the DeepSpeed config docs for the valid keys)"
     ctx.error(path, f'unknown key "{key}": {consequence}', fix)
 
@@ -245,7 +252,7 @@ def _check_top_keys(ctx):
             _comment_note(ctx, key, "DeepSpeed reads only the top-level keys it knows and")
         elif key not in TOP_LEVEL_KEYS:
             consequence = "DeepSpeed ignores unknown top-level keys silently, so this setting has no effect"
-            if "zero_optimization" not in ctx.cfg and _suggest(key, ["zero_optimization"]):
+            if "zero_optimization" not in ctx.cfg and _suggest(key, ["zero_optimization"], ctx):
                 consequence = ("DeepSpeed ignores unknown top-level keys silently, so ZeRO stays OFF "
                                f"(stage {zero_default_stage()}) and every GPU holds the full model states")
             _unknown(ctx, key, key, TOP_LEVEL_KEYS, consequence)

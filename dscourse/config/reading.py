@@ -33,19 +33,25 @@ class _Scan:
         self.non_finite: list[tuple[str, str, int]] = []  # (path, token, line): NaN, Infinity, 1e999
         self.key_lines: dict[str, int] = {}
         self._blank: list[tuple[int, int]] = []
+        self._text = text
         try:
             self._structure(self._tokens(text))
         except Exception:  # noqa: BLE001, S110 - a scan is a bonus (line numbers), never a failure
             pass
-        chars = list(text)
-        for start, end in self._blank:  # comments and trailing commas become spaces
+
+    @property
+    def stripped(self) -> str:
+        """The text with comments and trailing commas turned into spaces (lines kept)."""
+        chars = list(self._text)
+        for start, end in self._blank:
             for i in range(start, min(end, len(chars))):
                 if chars[i] != "\n":
                     chars[i] = " "
-        self.stripped = "".join(chars)
+        return "".join(chars)
 
     def _tokens(self, text):
-        tokens, i, line, line_start, n = [], 0, 1, 0, len(text)
+        """(kind, text, line, column, offset) of every token, one at a time (a 5 MB file stays small)."""
+        i, line, line_start, n = 0, 1, 0, len(text)
         while i < n:
             c = text[i]
             col = i - line_start + 1
@@ -54,11 +60,11 @@ class _Scan:
             elif c in " \t\r" + BOM:
                 i += 1
             elif c in "{}[]:,":
-                tokens.append((c, c, line, col, i))
+                yield c, c, line, col, i
                 i += 1
             elif c in "\"'":
                 j = _string_end(text, i)
-                tokens.append(("str", text[i:j], line, col, i))
+                yield "str", text[i:j], line, col, i
                 if "\n" in text[i:j]:
                     line, line_start = line + text.count("\n", i, j), text.rfind("\n", i, j) + 1
                 i = j
@@ -80,14 +86,17 @@ class _Scan:
                 j = i + 1
                 while j < n and text[j] not in "{}[]:,# \t\r\n\"'" and not text.startswith("//", j):
                     j += 1
-                tokens.append(("bare", text[i:j], line, col, i))
+                yield "bare", text[i:j], line, col, i
                 i = j
-        return tokens
 
     def _structure(self, tokens):
         stack = []  # frames: [kind, path, current key, array index, {key: (line, col)}]
-        for k, (kind, value, line, col, pos) in enumerate(tokens):
-            nxt = tokens[k + 1][0] if k + 1 < len(tokens) else None
+        current = next(tokens, None)
+        while current is not None:
+            following = next(tokens, None)
+            kind, value, line, col, pos = current
+            nxt = following[0] if following else None
+            current = following
             top = stack[-1] if stack else None
             if kind in "{[":
                 stack.append([kind, _child(top), None, 0, {}])
@@ -123,6 +132,8 @@ class _Scan:
 def _non_finite(token: str) -> bool:
     if token in _CONSTANTS:
         return True
+    if not any(c in token for c in ".eE") or len(token) > 5000:
+        return False  # integers are exact in json and hjson, however long
     try:
         return math.isinf(float(token))  # 1e999: json.load reads infinity
     except ValueError:
@@ -256,7 +267,7 @@ def read(text: str, target: str) -> tuple[dict, list[Problem], _Scan]:
             why = (f"{token} is not JSON: json.load (the Trainer, Accelerate) reads it as a float {token}, DeepSpeed's "
                    "hjson loader reads the text as a string (or fails when more follows on the line)")
         else:
-            why = (f"{token} is beyond a float's range: json.load (the Trainer, Accelerate) reads it as infinity, "
+            why = (f"{token[:40]} is beyond a float's range: json.load (the Trainer, Accelerate) reads it as infinity, "
                    "DeepSpeed's hjson loader raises OverflowError")
         problems.append(Problem(path, why, "write a finite number", line))
     for path, (line1, col1), (line2, col2) in scan.duplicates:
