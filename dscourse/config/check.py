@@ -387,7 +387,7 @@ def _number_fix(path, info) -> str:
         return "write 0, 1, 2 or 3"
     default = getattr(info, "default", None)
     if _is_number(default) and not isinstance(default, bool):
-        return f"write a number, e.g. DeepSpeed's default {_literal(default)}, or delete the key to get that default"
+        return f"write a number, e.g. DeepSpeed's default {int(default)}, or delete the key to get that default"
     return "write a number, or delete the key to get DeepSpeed's default"
 
 
@@ -406,8 +406,9 @@ def _validate(ctx, path, clean: dict, model):
             value = err.get("input")
             rejected = REJECTED_VALUES.get((p, value)) if type(value) in (int, float, str) else None
             if rejected:
-                ctx.error(p, f"{_short(value)} is rejected since DeepSpeed {rejected[0]} (this file was "
-                          f"written for an older DeepSpeed): {_pydantic_message(err)}", rejected[1])
+                version, rule, fix = rejected
+                ctx.error(p, f"{_short(value)} is rejected since DeepSpeed {version}, which {rule} (older releases "
+                          "accepted it: this file was written for one)", fix)
             else:
                 ctx.error(p, _pydantic_message(err), _pydantic_fix(err, p))
     except Exception as e:  # noqa: BLE001 - DeepSpeed's validators raise AssertionError, TypeError, ...

@@ -78,6 +78,9 @@ def main(argv=None) -> int:
     except ConfigReadError as e:
         print(f"{PROG}: cannot read {getattr(args, 'file', 'the file')}: {e}", file=sys.stderr)
         return 2
+    except BrokenPipeError:  # the reader closed the pipe (| head): nothing more to say
+        sys.stdout = None
+        return 1
     except KeyboardInterrupt:
         print(f"{PROG}: interrupted", file=sys.stderr)
         return 130

@@ -21,6 +21,7 @@ REMOVED_TOP = {
     "sparse_gradients": ("0.19.8", "nothing: embeddings built with sparse=True are still reduced sparsely"),
     "eigenvalue": ("0.19.8", "nothing in DeepSpeed"),
     "elasticity": ("0.19.8", "fixed train_batch_size, train_micro_batch_size_per_gpu, gradient_accumulation_steps"),
+    "graph_harvesting": ("0.19.8", "nothing in DeepSpeed"),
     "curriculum_learning": ("0.19.8", '"data_efficiency": {"data_sampling": {"curriculum_learning": {...}}}'),
     "progressive_layer_drop": ("0.19.8", "nothing in DeepSpeed"),
 }
@@ -39,9 +40,12 @@ ONEBIT_PARAMS = frozenset((
     "local_step_clipper", "coeff_beta", "factor_max", "factor_min", "factor_threshold",
 ))
 
-# A value DeepSpeed accepted before and rejects now: (path, value) -> (the first release that rejects it, fix).
+# A value DeepSpeed accepted before and rejects now: (path, value) -> (the first release that rejects it,
+# what it requires, fix).
 # reduce_bucket_size: Field(ge=0) up to 0.19.5, Field(gt=0) from 0.19.6 (deepspeed/runtime/zero/config.py).
-REJECTED_VALUES = {("zero_optimization.reduce_bucket_size", 0): ("0.19.6", "write 500000000 (the default)")}
+REJECTED_VALUES = {("zero_optimization.reduce_bucket_size", 0): ("0.19.6", "requires a value > 0 (pydantic "
+                                                                            "ValidationError)",
+                                                                  "write 500000000 (the default)")}
 
 
 def removed_message(version: str) -> str:
