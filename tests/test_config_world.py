@@ -91,7 +91,7 @@ def test_removed_tables_name_what_deepspeed_rejects():
 
 
 def test_rejected_values_are_rejected_by_deepspeed():
-    for (path, value), _ in REJECTED_VALUES.items():
+    for path, value in REJECTED_VALUES:
         section, key = path.split(".")
         verdict = deepspeed_verdict({"train_batch_size": 8, section: {"stage": 2, key: value}})
         assert verdict.startswith("raises ValidationError"), verdict

@@ -550,7 +550,9 @@ def _auto_fix(ctx, path) -> str:
         return "write true or false"
     if path == "optimizer.params.betas":
         return "write two numbers, e.g. [0.9, 0.999]"
-    return "write the value itself"
+    numeric = any(issubclass(t, (int, float)) for t in types) or path in BATCH_KEYS or path in TOP_TYPES \
+        and TOP_TYPES[path] in ("number", "count") or key.removeprefix("params.") in (*OPT_NUMBERS, *SCHED_NUMBERS)
+    return "write the number" if numeric else "write the value itself"
 
 
 def _check_auto(ctx):
@@ -565,9 +567,9 @@ def _check_auto(ctx):
         elif path in DS_NATIVE_AUTO:
             continue
         elif path in hf_fills.FILLS:
-            ctx.error(path, '"auto" is a Hugging Face Trainer / Accelerate placeholder: '
-                      f"{_auto_consequence(ctx, path)}",
-                      f"{_auto_fix(ctx, path)} (or check with --for hf if the Trainer reads this file)")
+            who = "a Hugging Face Trainer" if hf_fills.FILLS[path].trainer else "an Accelerate"
+            ctx.error(path, f'"auto" is {who} placeholder: {_auto_consequence(ctx, path)}',
+                      f"{_auto_fix(ctx, path)} (or check with --for hf if the HF Trainer reads this file)")
         else:
             ctx.error(path, f'"auto" is a Hugging Face placeholder, and neither the Trainer nor Accelerate fills '
                       f"this key: {_auto_consequence(ctx, path)}", _auto_fix(ctx, path))

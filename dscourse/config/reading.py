@@ -8,6 +8,7 @@ does not is reported: a warning for plain DeepSpeed, an error for the Trainer / 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import re
@@ -34,10 +35,8 @@ class _Scan:
         self.key_lines: dict[str, int] = {}
         self._blank: list[tuple[int, int]] = []
         self._text = text
-        try:
+        with contextlib.suppress(Exception):  # a scan is a bonus (line numbers), never a failure
             self._structure(self._tokens(text))
-        except Exception:  # noqa: BLE001, S110 - a scan is a bonus (line numbers), never a failure
-            pass
 
     @property
     def stripped(self) -> str:

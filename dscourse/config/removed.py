@@ -43,9 +43,10 @@ ONEBIT_PARAMS = frozenset((
 # A value DeepSpeed accepted before and rejects now: (path, value) -> (the first release that rejects it,
 # what it requires, fix).
 # reduce_bucket_size: Field(ge=0) up to 0.19.5, Field(gt=0) from 0.19.6 (deepspeed/runtime/zero/config.py).
-REJECTED_VALUES = {("zero_optimization.reduce_bucket_size", 0): ("0.19.6", "requires a value > 0 (pydantic "
-                                                                            "ValidationError)",
-                                                                  "write 500000000 (the default)")}
+REJECTED_VALUES = {
+    ("zero_optimization.reduce_bucket_size", 0): ("0.19.6", "requires a value > 0 (pydantic ValidationError)",
+                                                  "write 500000000 (the default)"),
+}
 
 
 def removed_message(version: str) -> str:
