@@ -14,9 +14,11 @@ from hypothesis import HealthCheck, given, settings, strategies as st
 
 from dscourse import package_path
 from dscourse.config import build_config
-from dscourse.config.check import (BATCH_KEYS, HF_FILLED, TOP_LEVEL_KEYS, ConfigReadError, Problem, check_config,
-                                   deepspeed_verdict, implied_world_size, read_config, to_strict_json,
-                                   zero_default_stage)
+from dscourse.config.check import (BATCH_KEYS, TARGETS, ConfigReadError, Problem, check_config, deepspeed_verdict,
+                                   implied_world_size, read_config, to_strict_json, zero_default_stage)
+from dscourse.config.deepspeed_reads import TOP_LEVEL_KEYS
+from dscourse.config.hf_fills import TRAINER_FILLS
+from dscourse.config.problem import SEVERITIES
 from dscourse.config.cli import main
 
 CONFIGS = package_path("configs", "corpus")
@@ -173,10 +175,10 @@ KNOWN_TOP = st.dictionaries(st.sampled_from(sorted(TOP_LEVEL_KEYS) + ["amp", "ze
 
 @FUZZ
 @given(value=JSON | KNOWN_TOP | st.fixed_dictionaries({"zero_optimization": ZERO}),
-       target=st.sampled_from(["deepspeed", "hf"]), world=st.none() | st.integers(1, 16))
+       target=st.sampled_from(sorted(TARGETS)), world=st.none() | st.integers(1, 16))
 def test_fuzz_values_never_raise(value, target, world):
     problems = check_config(value, target, world) if not isinstance(value, str) else []
-    assert all(isinstance(p, Problem) and p.severity in ("error", "warning") for p in problems)
+    assert all(isinstance(p, Problem) and p.severity in SEVERITIES for p in problems)
     assert not any("internal checker error" in p.message for p in problems), [str(p) for p in problems]
     for p in problems:
         assert "\n" not in str(p)
@@ -252,7 +254,7 @@ def test_unknown_keys_are_always_named(base, section, junk):
 
 # --- "auto" ------------------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("path", sorted(HF_FILLED))
+@pytest.mark.parametrize("path", sorted(TRAINER_FILLS))
 def test_auto_in_trainer_keys(path):
     cfg = build_config(3)
     cfg.setdefault("scheduler", {"type": "WarmupDecayLR", "params": {"total_num_steps": 10}})
@@ -265,16 +267,18 @@ def test_auto_in_trainer_keys(path):
     assert path in {p.path for p in check_config(cfg, "deepspeed") if p.severity == "error"}
 
 
-def test_zero3_auto_keys_only_filled_under_stage3():
+def test_zero3_auto_keys_filled_at_any_stage_but_read_only_by_zero3():
+    """The Trainer fills the pair only under ZeRO-3, Accelerate at any stage; below stage 3 they do nothing."""
     zero3 = {"train_micro_batch_size_per_gpu": "auto",
              "zero_optimization": {"stage": 3, "stage3_prefetch_bucket_size": "auto",
                                    "stage3_param_persistence_threshold": "auto"}}
-    assert check_config(zero3, "hf") == []
+    assert check_config(zero3, "hf") == [] and check_config(zero3, "accelerate") == []
     zero2 = copy.deepcopy(zero3)
     zero2["zero_optimization"]["stage"] = 2
-    problems = check_config(zero2, "hf")
-    assert {p.severity for p in problems} == {"warning"} and len(problems) == 2
-    assert all("only under ZeRO-3" in p.message for p in problems)
+    for target in ("hf", "accelerate"):
+        problems = check_config(zero2, target)
+        assert {p.severity for p in problems} == {"warning"} and len(problems) == 2
+        assert all("only ZeRO-3 reads it: at stage 2 it does nothing" in p.message for p in problems)
 
 
 # --- the CLI -----------------------------------------------------------------------------------------

@@ -4,8 +4,16 @@
 """
 
 from .builder import OFFLOAD_DEVICES, build_config
-from .check import (ConfigReadError, Problem, check_config, deepspeed_verdict, implied_world_size, read_config,
-                    to_strict_json)
+from .check import (
+    ConfigReadError,
+    Problem,
+    check_config,
+    check_text,
+    deepspeed_verdict,
+    implied_world_size,
+    read_config,
+    to_strict_json,
+)
 
-__all__ = ["OFFLOAD_DEVICES", "build_config", "ConfigReadError", "Problem", "check_config", "deepspeed_verdict",
-           "implied_world_size", "read_config", "to_strict_json"]
+__all__ = ["OFFLOAD_DEVICES", "ConfigReadError", "Problem", "build_config", "check_config", "check_text",
+           "deepspeed_verdict", "implied_world_size", "read_config", "to_strict_json"]

@@ -6,6 +6,8 @@ train with the same settings the book prints.
 
 from __future__ import annotations
 
+from .hf_fills import TRAINER_FILLS, TRAINER_FILLS_ZERO3
+
 OFFLOAD_DEVICES = ("none", "cpu")
 
 
@@ -70,12 +72,10 @@ def build_config(stage: int = 2, *, micro_batch: int = 1, grad_accum: int = 1, w
 
 def _auto(cfg: dict, stage: int) -> None:
     """Hand the values the Trainer knows to the Trainer: "auto" in every key transformers fills."""
-    from .check import HF_FILLED, HF_FILLED_ZERO3  # the one list of those keys
-
     # Precision follows TrainingArguments(bf16=..., fp16=...): both sections present, both "auto".
     cfg.setdefault("bf16", {})
     cfg.setdefault("fp16", {})
-    for path in sorted(HF_FILLED | (HF_FILLED_ZERO3 if stage == 3 else frozenset())):
+    for path in sorted(TRAINER_FILLS | (TRAINER_FILLS_ZERO3 if stage == 3 else frozenset())):
         *parents, key = path.split(".")
         node = cfg
         for parent in parents:
