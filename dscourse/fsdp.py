@@ -70,7 +70,7 @@ def zero_elements(rank: dict) -> dict[str, int]:
     element per parameter group).
     """
     held = {}
-    for device, cats in rank["held_after_step"].items():
+    for cats in rank["held_after_step"].values():
         for cat, nbytes in cats.items():
             held[cat] = held.get(cat, 0) + nbytes
     return {"params": held["params"] // 2, "master": held["master"] // 4, "optim": held["optim"] // 4}

@@ -10,16 +10,27 @@ import sys
 from pathlib import Path
 
 import pytest
-from hypothesis import HealthCheck, given, settings, strategies as st
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from dscourse import package_path
 from dscourse.config import build_config
-from dscourse.config.check import (BATCH_KEYS, TARGETS, ConfigReadError, Problem, check_config, deepspeed_verdict,
-                                   implied_world_size, read_config, to_strict_json, zero_default_stage)
+from dscourse.config.check import (
+    BATCH_KEYS,
+    TARGETS,
+    ConfigReadError,
+    Problem,
+    check_config,
+    deepspeed_verdict,
+    implied_world_size,
+    read_config,
+    to_strict_json,
+    zero_default_stage,
+)
+from dscourse.config.cli import main
 from dscourse.config.deepspeed_reads import TOP_LEVEL_KEYS
 from dscourse.config.hf_fills import TRAINER_FILLS
 from dscourse.config.problem import SEVERITIES
-from dscourse.config.cli import main
 
 CONFIGS = package_path("configs", "corpus")
 EXPECTED = json.loads((CONFIGS / "expected.json").read_text())

@@ -10,9 +10,21 @@ import pytest
 import torch
 
 from dscourse import package_path
-from dscourse.integration import (BF16_RTOL, FP32_RTOL, ZeroToFp32Error, checkpoint_sizes, compare_weights,
-                                  consolidate, losses, max_rel_diff, rank_error, readable_command, resume, run_zero_to_fp32,
-                                  train_stages)
+from dscourse.integration import (
+    BF16_RTOL,
+    FP32_RTOL,
+    ZeroToFp32Error,
+    checkpoint_sizes,
+    compare_weights,
+    consolidate,
+    losses,
+    max_rel_diff,
+    rank_error,
+    readable_command,
+    resume,
+    run_zero_to_fp32,
+    train_stages,
+)
 from dscourse.launch import LaunchError, launcher_command, run_ranks
 from dscourse.models import build_model
 

@@ -274,7 +274,7 @@ def test_preflight_good_setup_passes(tmp_path):
 @pytest.mark.parametrize("host, fragment", [
     ("deny", "Permission denied"), ("refuse", "Connection refused"), ("hostkey", "Host key verification failed")])
 def test_preflight_ssh_failures_are_explained(tmp_path, host, fragment):
-    (tmp_path / "hostfile").write_text(f"node0 slots=1\nworker-x slots=1\n")
+    (tmp_path / "hostfile").write_text("node0 slots=1\nworker-x slots=1\n")
     r, took = _preflight(["--hostfile", str(tmp_path / "hostfile"), "--launcher", "nossh", "--check-ssh",
                           "--ssh-command", FAKESSH, "--master-addr", "10.9.9.9"],
                          _fake({"node0": "", "worker-x": host}), cwd=tmp_path)

@@ -1,9 +1,7 @@
 """4.4 mixed precision: formats, underflow, master weights, DeepSpeed's loss scaler, bf16 on real ranks, GPU data."""
 
 import json
-import logging
 import math
-import types
 
 import pytest
 import torch

@@ -35,6 +35,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 from dscourse.gpu_results import notebook_status  # noqa: E402
+
 ANSI = re.compile(r"\x1b\[[0-9;]*m")
 MULTICAST_OFF = {"NCCL_NVLS_ENABLE": "0", "TORCH_SYMM_MEM_DISABLE_MULTICAST": "1", "NVSHMEM_DISABLE_NVLS": "1"}
 
@@ -104,7 +105,7 @@ class GpuMemoryPoller:
 
 
 def environment() -> dict:
-    env = {"date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+    env = {"date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
            "python": platform.python_version(), "scale": os.environ.get("DSCOURSE_SCALE", "")}
     try:
         env["gpu"] = subprocess.run(["nvidia-smi", "--query-gpu=name,driver_version,memory.total",

@@ -56,8 +56,10 @@ def deepspeed_default(path: str):
     section, _, rest = path.partition(".")
     if section == "zero_optimization":
         from deepspeed.runtime.zero.config import DeepSpeedZeroConfig
-        from deepspeed.runtime.zero.offload_config import DeepSpeedZeroOffloadOptimizerConfig, \
-            DeepSpeedZeroOffloadParamConfig
+        from deepspeed.runtime.zero.offload_config import (
+            DeepSpeedZeroOffloadOptimizerConfig,
+            DeepSpeedZeroOffloadParamConfig,
+        )
 
         head, _, tail = rest.partition(".")
         if tail:

@@ -12,6 +12,7 @@ the IPv4 addresses it sees, so a multi-node run shows which "host" it ran on.
 from __future__ import annotations
 
 import argparse
+import functools
 import os
 import statistics
 import sys
@@ -24,7 +25,7 @@ def _sizes(text: str) -> list[int]:
     try:
         sizes = [int(float(s)) for s in text.split(",") if s.strip()]
     except ValueError:
-        raise argparse.ArgumentTypeError(f"sizes are numbers of bytes separated by ',', e.g. 1e4,1e6: {text!r}")
+        raise argparse.ArgumentTypeError(f"sizes are numbers of bytes separated by ',', e.g. 1e4,1e6: {text!r}") from None
     if not sizes or any(s < 4 for s in sizes):
         raise argparse.ArgumentTypeError("every size must be at least 4 bytes")
     return sizes
@@ -68,14 +69,12 @@ def main(argv=None) -> int:
             n = max(world, size // 4 // world * world)  # fp32 elements, divisible by the world size
             full = torch.ones(n, device=device)
             shard = torch.ones(n // world, device=device)
-            if op == "all_reduce":
-                call = lambda: dist.all_reduce(full)  # noqa: E731
-            elif op == "all_gather":
-                call = lambda: dist.all_gather_into_tensor(full, shard)  # noqa: E731
-            elif op == "reduce_scatter":
-                call = lambda: dist.reduce_scatter_tensor(shard, full)  # noqa: E731
-            else:
+            calls = {"all_reduce": functools.partial(dist.all_reduce, full),
+                     "all_gather": functools.partial(dist.all_gather_into_tensor, full, shard),
+                     "reduce_scatter": functools.partial(dist.reduce_scatter_tensor, shard, full)}
+            if op not in calls:
                 raise SystemExit(f"unknown collective {op!r}")
+            call = calls[op]
             entry = {"op": op, "size_bytes": n * 4}
             try:
                 for _ in range(args.warmup):

@@ -50,9 +50,9 @@ def tree_bytes(path: Path) -> tuple[int, dict]:
 
 def main(argv=None) -> int:
     args = parse_args(argv)
+    import deepspeed
     import torch
     import torch.distributed as dist
-    import deepspeed
 
     from dscourse.config import build_config
     from dscourse.models import SHAPES, build_model, count_params, synthetic_batch

@@ -15,6 +15,7 @@ warm-up (CUDA events on a GPU), each iteration ended by a device synchronisation
 from __future__ import annotations
 
 import argparse
+import functools
 import statistics
 import sys
 import time
@@ -61,13 +62,9 @@ def main(argv=None) -> int:
             full = torch.ones(count, dtype=dtype, device=device) * (rank + 1)
             part = torch.empty(count // world, dtype=dtype, device=device)
 
-            def once():
-                if op == "all_reduce":
-                    dist.all_reduce(full)
-                elif op == "reduce_scatter":
-                    dist.reduce_scatter_tensor(part, full)
-                else:
-                    dist.all_gather_into_tensor(full, part)
+            once = {"all_reduce": functools.partial(dist.all_reduce, full),
+                    "reduce_scatter": functools.partial(dist.reduce_scatter_tensor, part, full),
+                    "all_gather": functools.partial(dist.all_gather_into_tensor, full, part)}[op]
 
             times = []
             for i in range(args.warmup + args.iters):

@@ -52,8 +52,8 @@ def parse_args(argv=None):
 
 
 def run_one(spec: dict, args, rank: int, world: int, device) -> dict:
-    import torch
     import deepspeed
+    import torch
 
     from dscourse.accounting import count_engine_bytes
     from dscourse.config import build_config

@@ -40,8 +40,8 @@ def parse_args(argv=None):
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    import torch
     import deepspeed
+    import torch
 
     from dscourse.accounting import count_engine_bytes
     from dscourse.config import build_config

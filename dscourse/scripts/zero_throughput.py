@@ -48,8 +48,8 @@ def parse_args(argv=None):
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    import torch
     import deepspeed
+    import torch
 
     from dscourse.config import build_config
     from dscourse.models import SHAPES, build_model, count_params, synthetic_batch
@@ -106,7 +106,7 @@ def main(argv=None) -> int:
                 sync()
                 t0 = time.perf_counter()
                 update = 0.0
-                for micro in range(gas):
+                for _ in range(gas):
                     ids = synthetic_batch(shape, mb, data_step * world + rank, seed=args.seed, device=device)
                     data_step += 1
                     sync()
