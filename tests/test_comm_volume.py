@@ -68,6 +68,7 @@ def test_zero3_gathers_once_when_the_trace_fits_and_twice_when_released():
     assert comm.zero3_regathered(7e9, released) == 7e9
 
 
+@pytest.mark.engine
 def test_logger_measured_again_equals_the_model(tmp_path):
     """One launch on 2 ranks: ZeRO-2's default all-reduce and ZeRO-3 keeping its gathered parameters."""
     specs = [r for r in DATA["runs"] if r["world_size"] == 2 and r["name"] in ("z2-ga1", "z3-p0-ga1")]

@@ -17,5 +17,5 @@ export PYTHONPATH="$PWD:$site" CUDA_VISIBLE_DEVICES="" HF_HUB_OFFLINE=1 PYTHONUN
 export PATH="$site/bin:$PATH"
 python3 -c "import torch, deepspeed, transformers, nbval; print('torch', torch.__version__, 'deepspeed', deepspeed.__version__, 'transformers', transformers.__version__)" \
   >> "$out/cpu.txt" 2>&1
-python3 -m pytest -p no:cacheprovider --junitxml="$out/junit.xml" "$@" 2>&1 | tail -c 200000 > "$out/pytest.log"
-exit "${PIPESTATUS[0]}"
+# written as it runs: a run stopped at its time limit still leaves what finished
+python3 -m pytest -p no:cacheprovider --junitxml="$out/junit.xml" "$@" > "$out/pytest.log" 2>&1

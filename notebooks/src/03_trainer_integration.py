@@ -83,7 +83,7 @@ trainer_args = ["--config", str(zero2), "--shape", SHAPE, "--steps", "4", "--mic
 by_launcher = {launcher: run_ranks("dscourse.scripts.hf_train", trainer_args, nproc=NPROC, launcher=launcher,
                                    timeout=900, out_dir=WORK / f"trainer-{launcher}")
                for launcher in ("torchrun", "deepspeed")}
-for launcher, result in by_launcher.items():
+for result in by_launcher.values():
     print(f"$ {cmd(result)}")
 rows = []
 for launcher, result in by_launcher.items():
