@@ -300,7 +300,8 @@ def main(argv=None) -> int:
     cuda = torch.cuda.is_available() and not args.dry_run
     if cuda:
         append(out, {"kind": "ops_build", **build_ops(240)})
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")])}
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]),
+           "OMP_NUM_THREADS": str(max(1, (os.cpu_count() or 1) // max(1, args.parallel)))}  # DeepSpeedCPUAdam
     if not cuda:
         env.update(CUDA_VISIBLE_DEVICES="", DS_ACCELERATOR="cpu")
     todo, running, port = jobs(args), [], 29600
