@@ -7,7 +7,8 @@ import pytest
 
 pytest.importorskip("plotly")
 
-from dscourse.memory import PRESETS, CATEGORIES, Setup, activation_bytes, estimate  # noqa: E402
+from dscourse.memory import PRESETS, CATEGORIES, estimate, peak_of  # noqa: E402
+from dscourse.memory.peak import bar  # noqa: E402
 from dscourse.plots import comm_explorer, loss_scale_explorer, memory_explorer  # noqa: E402
 
 
@@ -29,10 +30,11 @@ def test_memory_explorer_matches_estimate():
             arch = PRESETS[preset]
             cat = next(c for c in CATEGORIES if trace.legendgroup == c)
             for stage, value in enumerate(y):
-                est = estimate(Setup(params=arch.params, gpus=n, gpus_per_node=min(8, n), stage=stage,
-                                     largest_layer=arch.largest_layer), "allocated")
-                expected = activation_bytes(arch, 2048, 1) if cat == "activations" else est.gpu.get(cat)
+                pk = peak_of(arch, n, stage, 1, 2048, gpus_per_node=min(8, n))
+                expected = bar(estimate(pk.setup, "allocated"), pk).get(cat)
                 assert value == (round(expected / 1e9, 3) if expected is not None else None)
+                if cat == "activations":  # the allocated bars add up to the peak itself
+                    assert sum(bar(pk.states, pk).values()) == pk.peak_bytes
     # one dropdown entry per model, each showing only its own traces
     buttons = fig.fig.layout.updatemenus[0].buttons
     assert [b.label for b in buttons] == ["Llama-2-7B", "Llama-2-70B"]

@@ -27,8 +27,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from .formulas import DEFAULT_PARAM_PERSISTENCE_THRESHOLD, DEFAULT_REDUCE_BUCKET_SIZE, Estimate, FormulaError, \
-    Setup, estimate
+from .formulas import (
+    DEFAULT_PARAM_PERSISTENCE_THRESHOLD,
+    DEFAULT_REDUCE_BUCKET_SIZE,
+    Estimate,
+    FormulaError,
+    Setup,
+    estimate,
+)
 from .shapes import Arch
 
 PHASES = ("forward", "backward", "step")
@@ -53,8 +59,7 @@ class Zero:
     prefetch_bucket_size: int = 50_000_000  # stage3_prefetch_bucket_size
 
 
-def _norm_families(a: Arch) -> bool:
-    return a.family != "gpt2"
+DEFAULT_ZERO = Zero()
 
 
 def activation_terms(a: Arch, seq: int, micro_batch: int, checkpointing: bool = False) -> dict:
@@ -142,7 +147,7 @@ class Peak:
     phases: dict = field(default_factory=dict)
 
     def phase_bytes(self, phase: str) -> int:
-        return int(round(sum(self.phases[phase].values())))
+        return round(sum(self.phases[phase].values()))
 
     @property
     def peak_phase(self) -> str:
@@ -154,7 +159,7 @@ class Peak:
 
     @property
     def peak_terms(self) -> dict:
-        return {k: int(round(v)) for k, v in self.phases[self.peak_phase].items() if v}
+        return {k: round(v) for k, v in self.phases[self.peak_phase].items() if v}
 
     @property
     def gpu_bytes(self) -> int:
@@ -173,7 +178,7 @@ class Peak:
 
 
 def peak(setup: Setup, arch: Arch, micro_batch: int, seq: int, checkpointing: bool = False,
-         zero: Zero = Zero()) -> Peak:
+         zero: Zero = DEFAULT_ZERO) -> Peak:
     """The step's per-GPU memory, phase by phase and term by term. The one function every front end calls."""
     if setup.params != arch.params:
         raise FormulaError(f"the setup's {setup.params:,} parameters are not the model's {arch.params:,}: "
@@ -238,9 +243,35 @@ def peak(setup: Setup, arch: Arch, micro_batch: int, seq: int, checkpointing: bo
                 {"forward": forward, "backward": backward, "step": step})
 
 
+# Each peak term in one of the calculator's bar categories (formulas.CATEGORIES)
+_CATEGORY = {"activations": "activations", "logits": "activations", "logits_fp32": "activations",
+             "log_softmax": "activations", "loss_grads": "activations", "grads16": "step", "buckets": "step",
+             "embedding_grad": "step", "step_grads": "step", "gathered": "params"}
+
+
+def by_category(pk: Peak) -> dict:
+    """The terms at the peak in the calculator's categories (the bars of the widget and the plots)."""
+    out: dict = {}
+    for term, value in pk.peak_terms.items():
+        cat = _CATEGORY.get(term, term)
+        out[cat] = out.get(cat, 0) + value
+    return out
+
+
+def bar(est: Estimate, pk: Peak) -> dict:
+    """A family's between-steps estimate with the step's additions from :func:`peak` on top: one stacked bar."""
+    states = pk.states.gpu
+    extra = {c: v - states.get(c, 0) for c, v in by_category(pk).items()}
+    out = {c: v for c, v in est.gpu.items()}
+    for cat in ("params", "step", "activations"):
+        if extra.get(cat, 0) > 0:
+            out[cat] = out.get(cat, 0) + extra[cat]
+    return out
+
+
 def peak_of(arch: Arch, gpus: int = 1, stage: int = 0, micro_batch: int = 1, seq: int | None = None,
             checkpointing: bool = False, offload_optimizer: str = "none", offload_param: str = "none",
-            gpus_per_node: int | None = None, zero: Zero = Zero()) -> Peak:
+            gpus_per_node: int | None = None, zero: Zero = DEFAULT_ZERO) -> Peak:
     """:func:`peak` of a model shape (``seq`` defaults to the shape's training length)."""
     setup = arch_setup(arch, gpus, stage, gpus_per_node, offload_optimizer, offload_param, zero.reduce_bucket_size)
-    return peak(setup, arch, micro_batch, seq or arch.seq, checkpointing, zero)
+    return peak(setup, arch, micro_batch, arch.seq if seq is None else seq, checkpointing, zero)

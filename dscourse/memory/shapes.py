@@ -77,37 +77,20 @@ PRESETS = {
 
 def activation_bytes(a: Arch, seq: int, micro_batch: int, attention: str = "sdpa",
                      checkpointing: bool = False) -> int:
-    """Activation memory of one micro-batch in bf16: the tensors the forward pass keeps for backward.
-
-    Counted tensor by tensor after Korthikanti et al. (2022, "Reducing Activation Recomputation in
-    Large Transformer Models", §4.1), in units of s·b·h bytes, for transformers' implementations, and
-    checked against ``torch.cuda.memory_allocated()`` across a forward pass
-    (``dscourse/data/gpu_activations.json``):
-
-    - attention (SDPA): its input 2, Q, K, V 6, output 2 → 10; eager attention also keeps the
-      a·s² scores (softmax input and output, 4·a·s²·b bytes);
-    - GPT-2: two LayerNorm inputs 4; a contiguous copy of the attention output for ``c_proj`` 2;
-      MLP input 2, GELU input 8, output-projection input 8; transformers' ``gelu_new`` is unfused
-      Python and keeps tanh(·), 0.5·x and 1 + tanh(·) (+24); two 1-byte residual-dropout masks,
-      which ``nn.Dropout`` makes even at p = 0 in training mode (+2) → 60;
-    - Llama: two RMSNorms keep their fp32 upcast 8; RoPE keeps the rotated Q, K 4; MLP input 2
-      → 24, plus four tensors of the intermediate width i (gate, SiLU, up, product): 8·s·b·i;
-    - the loss keeps the fp32 log-softmax of the logits: 4·s·b·V.
-
-    With activation checkpointing only each layer's input (2 s·b·h) stays, plus one layer recomputed.
+    """What a forward pass leaves alive for backward when the loop keeps only the loss: the activations of
+    :func:`dscourse.memory.peak.activation_terms` plus the fp32 log-softmax the loss saves (4 bytes × tokens ×
+    vocabulary), the sense of ``memory_allocated()`` after ``loss = engine(...).loss`` minus before.
+    ``attention="eager"`` adds the a·s² scores each layer keeps (softmax input and output, 4·a·s²·b bytes).
     """
-    if seq < 1 or micro_batch < 1:
-        raise ValueError("sequence length and micro-batch must be at least 1")
+    from .formulas import FormulaError
+    from .peak import activation_bytes as kept
+
     if attention not in ("sdpa", "eager"):
         raise ValueError("attention must be 'sdpa' or 'eager'")
-    s, b, h = seq, micro_batch, a.hidden
-    if a.family == "gpt2":
-        per_layer = 60 * s * b * h
-    else:
-        per_layer = 24 * s * b * h + 8 * s * b * a.intermediate
-    if attention == "eager":
-        per_layer += 4 * a.heads * s * s * b
-    logits = 4 * s * b * a.vocab
-    if checkpointing:
-        return a.layers * 2 * s * b * h + per_layer + logits
-    return a.layers * per_layer + logits
+    try:
+        total = kept(a, seq, micro_batch, checkpointing) + 4 * seq * micro_batch * a.vocab
+    except FormulaError as e:
+        raise ValueError(str(e)) from None
+    if attention == "eager" and a.family != "gemma2":  # Gemma-2 is counted eager already
+        total += (1 if checkpointing else a.layers) * 4 * a.heads * seq * seq * micro_batch
+    return total
