@@ -137,8 +137,9 @@ def worker(spec: dict) -> int:
     device = torch.device("cuda" if cuda else "cpu")
     with device:  # random weights initialised where they will live, in fp32 as a user's script has them
         model = AutoModelForCausalLM.from_config(config)
-    cfg = build_config(stage, micro_batch=1, offload_optimizer=oo, offload_param=op, lr=1e-5,
-                       torch_adam=not cuda)  # CPU ranks: torch's AdamW (no C++ op to compile)
+    gas = spec.get("grad_accum", 1)
+    cfg = build_config(stage, micro_batch=spec["sizes"][0][0], grad_accum=gas, offload_optimizer=oo,
+                       offload_param=op, lr=1e-5, torch_adam=not cuda)  # CPU ranks: torch's AdamW (no C++ op)
     t0 = time.perf_counter()
     engine, *_ = deepspeed.initialize(model=model, model_parameters=model.parameters(), config=cfg)
     engine.train()
@@ -167,8 +168,9 @@ def worker(spec: dict) -> int:
     steps_done = 0
     for mb, seq in spec["sizes"]:
         seq = min(seq, arch.positions)
-        for ckpt in (False, True):
-            point = {**base, "micro_batch": mb, "seq": seq, "checkpointing": ckpt}
+        for ckpt in spec.get("checkpointing", (False, True)):
+            point = {**base, "micro_batch": mb, "seq": seq, "checkpointing": ckpt, "grad_accum": gas,
+                     **({"budget": spec["budget"]} if "budget" in spec else {})}
             if ckpt:
                 engine.module.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
             else:
@@ -178,16 +180,21 @@ def worker(spec: dict) -> int:
             steps = []
             try:
                 for _ in range(spec["steps"]):
-                    ids = torch.randint(0, arch.vocab, (mb, seq), generator=g).to(device)
-                    between = alloc()
-                    out_, fwd = phase(engine, input_ids=ids, labels=ids)
-                    loss = out_.loss
-                    del out_  # the logits go with it, as in a training loop that keeps only the loss
-                    _, bwd = phase(engine.backward, loss)
-                    del loss
-                    _, stp = phase(engine.step)
-                    steps.append({"step": steps_done, "between": between, "forward": fwd, "backward": bwd,
-                                  "step_phase": stp, "after": alloc()})
+                    between, micro = alloc(), []
+                    for _ in range(gas):  # engine.step() updates only at the accumulation boundary
+                        ids = torch.randint(0, arch.vocab, (mb, seq), generator=g).to(device)
+                        out_, fwd = phase(engine, input_ids=ids, labels=ids)
+                        loss = out_.loss
+                        del out_  # the logits go with it, as in a training loop that keeps only the loss
+                        _, bwd = phase(engine.backward, loss)
+                        del loss
+                        _, stp = phase(engine.step)
+                        micro.append({"forward": fwd, "backward": bwd, "step_phase": stp})
+                    top = {k: max((m[k] for m in micro), key=lambda r: r["peak"] or 0)
+                           for k in ("forward", "backward", "step_phase")}
+                    steps.append({"step": steps_done, "between": between, **top, "after": alloc(),
+                                  **({"micro_peaks": [[m[k]["peak"] for k in ("forward", "backward", "step_phase")]
+                                                      for m in micro]} if gas > 1 else {})})
                     steps_done += 1
                 point["steps"] = steps
                 if cuda:
@@ -249,19 +256,30 @@ def build_ops(timeout: float) -> dict:
 
 
 def jobs(args) -> list[dict]:
+    out = []
+    for c in json.loads(args.checks) if args.checks else []:  # a planner's picks, measured before the grid
+        out.append({"model": c["model"], "variant": c["variant"], "sizes": [(c["micro_batch"], c["seq"])],
+                    "checkpointing": [c["checkpointing"]], "grad_accum": c["grad_accum"], "budget": c["budget"],
+                    "alloc_conf": "", "trace": False})
+    if args.no_grid:
+        return out + jobs_expandable(args)
     first = args.models[0]
     grid = [(m, s) for m, s in GRID if m in args.models] if not args.dry_run else \
         [(m, [(1, 32), (2, 64)]) for m in args.models]
-    out = []
     for model, sizes in grid:
         for v in args.variants:
             out.append({"model": model, "variant": v, "sizes": sizes, "alloc_conf": "",
                         "trace": model == first and v in TRACE_VARIANTS})
-    if args.expandable:
-        sizes = dict(grid)[first]
-        out += [{"model": first, "variant": v, "sizes": sizes, "alloc_conf": "expandable_segments:True",
-                 "trace": False} for v in EXPANDABLE if v in args.variants]
-    return out
+    return out + jobs_expandable(args)
+
+
+def jobs_expandable(args) -> list[dict]:
+    if not args.expandable:
+        return []
+    first = args.models[0]
+    sizes = dict(GRID).get(first, [(1, 32), (2, 64)]) if not args.dry_run else [(1, 32), (2, 64)]
+    return [{"model": first, "variant": v, "sizes": sizes, "alloc_conf": "expandable_segments:True", "trace": False}
+            for v in EXPANDABLE if v in args.variants]
 
 
 def provenance(args) -> dict:
@@ -284,6 +302,9 @@ def main(argv=None) -> int:
     p.add_argument("--deadline", type=float, default=540, help="seconds after which no worker starts")
     p.add_argument("--worker-timeout", type=float, default=150)
     p.add_argument("--no-expandable", dest="expandable", action="store_false")
+    p.add_argument("--checks", help="JSON list of planner picks to measure first: {model, variant, micro_batch, seq, "
+                   "checkpointing, grad_accum, budget}")
+    p.add_argument("--no-grid", action="store_true", help="only the --checks and the expandable_segments reruns")
     p.add_argument("--dry-run", action="store_true", help="tiny stand-ins of the models on the CPU")
     p.add_argument("--worker", help=argparse.SUPPRESS)
     args = p.parse_args(argv)

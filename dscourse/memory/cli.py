@@ -18,8 +18,9 @@ from ..tables import text_table
 from .formulas import FORMULAS, STATE_CATEGORIES, FormulaError, Setup, estimate, estimate_all
 from .hf import arch_from_file, hf_presets
 from .peak import PHASES, TERM_LABELS, Peak, arch_setup, peak
+from .planner import DEFAULT_HEADROOM, Shortfall, plan
 from .shapes import PRESETS, Arch, activation_bytes
-from .sizes import format_bytes, parse_count
+from .sizes import format_bytes, parse_bytes, parse_count
 
 PROG = "python -m dscourse.memory"
 
@@ -149,9 +150,72 @@ def peak_table(step: Peak) -> str:
                            "(max_memory_reserved) above the peak.")])
 
 
-def main(argv=None) -> int:
+def _bytes(text):
     try:
-        out = run(argv)
+        return parse_bytes(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+
+
+def plan_parser() -> argparse.ArgumentParser:
+    p = OneLineParser(prog=f"{PROG} plan", description="The DeepSpeed configurations that fit, cheapest first "
+                      "(dscourse.memory.planner states the cost model).")
+    p.add_argument("--model-config", metavar="PATH", required=True, help="a config.json, or a shipped config's name")
+    p.add_argument("--gpus", type=positive_int, required=True, help="total number of GPUs")
+    p.add_argument("--gpu-memory", type=_bytes, required=True, help="memory of one GPU, e.g. 80GB")
+    p.add_argument("--gpus-per-node", type=positive_int, default=None)
+    p.add_argument("--host-memory", type=_bytes, default=None, help="RAM of one node, e.g. 512GB")
+    p.add_argument("--seq", type=positive_int, required=True, help="sequence length")
+    p.add_argument("--global-batch", type=positive_int, default=None, help="sequences per optimizer step")
+    p.add_argument("--headroom", type=float, default=DEFAULT_HEADROOM,
+                   help=f"fraction above the peak left for the allocator's cache (default {DEFAULT_HEADROOM})")
+    p.add_argument("--top", type=positive_int, default=8, help="how many to list")
+    p.add_argument("--json", action="store_true", help="one JSON object, each candidate with its ds_config")
+    return p
+
+
+def run_plan(argv) -> dict | str:
+    from ..config import check_config
+
+    args = plan_parser().parse_args(argv)
+    if not 0 <= args.headroom < 10:
+        raise FormulaError(f"--headroom is a fraction of the peak (0.2 = 20%), not {args.headroom}")
+    arch = _model_config(args.model_config)
+    result = plan(arch, args.gpus, args.gpu_memory, args.seq, args.gpus_per_node, args.host_memory,
+                  args.global_batch, args.headroom)
+    if isinstance(result, Shortfall):
+        raise FormulaError(result.message())
+    shown = result[:args.top]
+    rows = []
+    for c in shown:
+        cfg = c.ds_config()
+        problems = [str(p) for p in check_config(cfg, world_size=args.gpus) if p.severity == "error"]
+        if problems:
+            raise FormulaError(f"the builder's config for {c.name} fails the checker: {problems[0]}")
+        rows.append({**c.as_dict(), "ds_config": cfg})
+    if args.json:
+        return {"model": arch.name, "params": arch.params, "gpus": args.gpus, "gpu_memory": args.gpu_memory,
+                "host_memory": args.host_memory, "seq": args.seq, "headroom": args.headroom, "fits": len(result),
+                "candidates": rows}
+    table_rows = [[i + 1, r["variant"], r["micro_batch"], r["grad_accum"], "on" if r["checkpointing"] else "off",
+                   format_bytes(r["peak_gpu_bytes"]), r["peak_phase"], format_bytes(r["host_bytes_per_node"]),
+                   f"{r['step_seconds']:.3g} s"] for i, r in enumerate(rows)]
+    best = rows[0]
+    return "\n".join([
+        f"{arch.name} ({arch.params / 1e9:.2f}B) on {args.gpus} GPU(s) of {args.gpu_memory / 1e9:g} GB, seq {args.seq}: "
+        f"{len(result)} configurations fit with {100 * args.headroom:.0f}% headroom; the cheapest {len(rows)}:", "",
+        text_table(["#", "variant", "micro-batch", "accum", "checkpointing", "peak/GPU", "at", "host/node",
+                    "step (model)"], table_rows),
+        "", "ds_config.json of #1 (dscourse.config.build_config, passed by the checker):",
+        json.dumps(best["ds_config"], indent=1),
+        *(["", "with activation checkpointing: model.gradient_checkpointing_enable("
+           "gradient_checkpointing_kwargs={\"use_reentrant\": False})"] if best["checkpointing"] else [])])
+
+
+def main(argv=None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    try:
+        out = run_plan(argv[1:]) if argv[:1] == ["plan"] else run(argv)
     except (UsageError, FormulaError, ValueError) as e:  # FormulaError covers unreadable config files
         print(f"{PROG}: error: {e}", file=sys.stderr)
         return 2

@@ -178,8 +178,15 @@ class Peak:
 
 
 def peak(setup: Setup, arch: Arch, micro_batch: int, seq: int, checkpointing: bool = False,
-         zero: Zero = DEFAULT_ZERO) -> Peak:
-    """The step's per-GPU memory, phase by phase and term by term. The one function every front end calls."""
+         zero: Zero = DEFAULT_ZERO, grad_accum: int = 1) -> Peak:
+    """The step's per-GPU memory, phase by phase and term by term. The one function every front end calls.
+
+    With ``grad_accum`` > 1 the later micro-steps run forward and backward with the gradients accumulated so
+    far still held: ZeRO-0/1 every 16-bit gradient, ZeRO-2 this rank's partition and its reduce bucket
+    (ZeRO-3 accumulates into the partition counted between steps; offload, on the host).
+    """
+    if isinstance(grad_accum, bool) or not isinstance(grad_accum, int) or grad_accum < 1:
+        raise FormulaError(f"gradient accumulation must be a whole number ≥ 1, not {grad_accum!r}")
     if setup.params != arch.params:
         raise FormulaError(f"the setup's {setup.params:,} parameters are not the model's {arch.params:,}: "
                            "build it with arch_setup()")
@@ -201,9 +208,15 @@ def peak(setup: Setup, arch: Arch, micro_batch: int, seq: int, checkpointing: bo
     partitioned = s.stage == 3 and (n > 1 or s.offload_param == "cpu")
     gathered = 2 * min(zero.max_live_parameters, psi - s.persistent_params) if partitioned else 0
 
-    forward = {**base, "activations": acts, "log_softmax": 4 * u, "logits": 2 * u, "logits_fp32": 4 * u,
+    held = {}  # what earlier micro-steps of an accumulated step leave
+    if grad_accum > 1 and s.offload_optimizer == "none" and s.stage < 3:
+        held = {"grads16": 2 * psi / (n if s.stage == 2 else 1)}
+        if s.stage == 2:
+            held["buckets"] = 2 * rbs * (2 if overlap else 1)
+    forward = {**base, **held, "activations": acts, "log_softmax": 4 * u, "logits": 2 * u, "logits_fp32": 4 * u,
                "gathered": gathered}
-    backward_start = {**base, "activations": acts, "log_softmax": 4 * u, "loss_grads": 8 * u, "gathered": gathered}
+    backward_start = {**base, **held, "activations": acts, "log_softmax": 4 * u, "loss_grads": 8 * u,
+                      "gathered": gathered}
 
     # End of backward: the 16-bit gradients and what is in flight.
     if s.stage == 0:
@@ -271,7 +284,7 @@ def bar(est: Estimate, pk: Peak) -> dict:
 
 def peak_of(arch: Arch, gpus: int = 1, stage: int = 0, micro_batch: int = 1, seq: int | None = None,
             checkpointing: bool = False, offload_optimizer: str = "none", offload_param: str = "none",
-            gpus_per_node: int | None = None, zero: Zero = DEFAULT_ZERO) -> Peak:
+            gpus_per_node: int | None = None, zero: Zero = DEFAULT_ZERO, grad_accum: int = 1) -> Peak:
     """:func:`peak` of a model shape (``seq`` defaults to the shape's training length)."""
     setup = arch_setup(arch, gpus, stage, gpus_per_node, offload_optimizer, offload_param, zero.reduce_bucket_size)
-    return peak(setup, arch, micro_batch, arch.seq if seq is None else seq, checkpointing, zero)
+    return peak(setup, arch, micro_batch, arch.seq if seq is None else seq, checkpointing, zero, grad_accum)
