@@ -104,6 +104,12 @@ def load_peak_runs(path=None) -> tuple[dict, list[dict]]:
     return data["provenance"], [p for p in data["points"] if not p.get("error")]
 
 
+def load_peak_traces(path=None) -> list[dict]:
+    """The recorded steps (one ZeRO-2, one ZeRO-3), in stage order."""
+    data = json.loads(Path(path or DATA / PEAK_DATA).read_text())
+    return sorted(data["traces"], key=lambda t: t["stage"])
+
+
 def peak_vs_measured(path=None) -> list[dict]:
     """Each run of the grid beside :func:`dscourse.memory.peak_of` on the same model, setting and shape.
 

@@ -159,6 +159,55 @@ def memory_explorer(presets: list[str] | None = None, gpu_counts=(1, 2, 4, 8, 16
     return Figure(fig, name, height=560)
 
 
+def peak_timeline(traces: list[dict] | None = None, name: str = "peak-timeline") -> Figure:
+    """Memory over one training step, from ``torch.cuda.memory._record_memory_history`` on an H200
+    (``dscourse/data/gpu_peak_h200.json``, ``traces``): allocated GB after each allocation event, the phases
+    shaded, each phase's peak marked with what was live then; a dropdown picks the ZeRO stage."""
+    import plotly.graph_objects as go
+
+    from .calibration import load_peak_traces
+
+    traces = traces if traces is not None else load_peak_traces()
+    fig = go.Figure()
+    labels = {"forward": "前向", "backward": "反向", "step": "optimizer step"}
+    spans = []
+    for k, t in enumerate(traces):
+        x = [e for e, _ in t["curve"]]
+        y = [round(b / 1e9, 3) for _, b in t["curve"]]
+        fig.add_scatter(x=x, y=y, mode="lines", name=f"ZeRO-{t['stage']}", visible=k == 0, line_color="#4C78A8",
+                        hovertemplate="event %{x}: %{y:.2f} GB<extra></extra>")
+        px, py, text = [], [], []
+        for phase, pk in t["peaks"].items():
+            top = ", ".join(f"{c.rsplit('/', 1)[-1]} {b / 1e9:.2f}" for c, b in pk["top"][1:4])
+            px.append(pk["event"])
+            py.append(round(pk["bytes"] / 1e9, 3))
+            text.append(f"{labels[phase]}峰值 {pk['bytes'] / 1e9:.2f} GB<br>{top}")
+        fig.add_scatter(x=px, y=py, mode="markers", marker=dict(size=10, color="#E45756"), visible=k == 0,
+                        name="峰值", text=text, hovertemplate="%{text}<extra></extra>")
+        marks = sorted(t["marks"].items(), key=lambda kv: kv[1]) + [("end", t["events"])]
+        spans.append([(labels[a], m0, m1) for (a, m0), (_, m1) in zip(marks, marks[1:])])
+    shades = {"前向": "rgba(114,183,178,0.15)", "反向": "rgba(245,133,24,0.12)", "optimizer step": "rgba(178,121,162,0.15)"}
+
+    def shapes(k):
+        return [dict(type="rect", xref="x", yref="paper", x0=a, x1=b, y0=0, y1=1, line_width=0,
+                     fillcolor=shades[label], layer="below") for label, a, b in spans[k]]
+
+    def notes(k):
+        return [dict(x=(a + b) / 2, y=1.02, xref="x", yref="paper", text=label, showarrow=False)
+                for label, a, b in spans[k]]
+
+    buttons = [dict(label=f"ZeRO-{t['stage']}", method="update",
+                    args=[{"visible": [i // 2 == k for i in range(2 * len(traces))]},
+                          {"shapes": shapes(k), "annotations": notes(k)}]) for k, t in enumerate(traces)]
+    t0 = traces[0]
+    fig.update_layout(template="plotly_white", shapes=shapes(0), annotations=notes(0),
+                      title=dict(text=f"一步训练中的显存（{t0['model']}，micro-batch {t0['micro_batch']} × {t0['seq']}，"
+                                      "H200 实测）", y=0.97, font_size=15),
+                      xaxis_title="分配/释放事件序号", yaxis_title="已分配 GB (10^9 bytes)",
+                      updatemenus=[_dropdown(buttons, 0)], showlegend=False, margin=dict(t=110, b=50, l=60, r=20))
+    return Figure(fig, name, height=460)
+
+
 def loss_scale_explorer(windows=(50, 100, 200, 500, 1000, 2000), window: int = 1000, scenario: str = "healthy",
                         steps: int = 3000, seed: int = 0, name: str = "loss-scale-static") -> Figure:
     """DeepSpeed's dynamic loss scaler (fp16, other keys at DeepSpeed's defaults) over each gradient scenario:
