@@ -172,8 +172,10 @@ def peak_timeline(traces: list[dict] | None = None, name: str = "peak-timeline")
     labels = {"forward": "前向", "backward": "反向", "step": "optimizer step"}
     spans = []
     for k, t in enumerate(traces):
-        x = [e for e, _ in t["curve"]]
-        y = [round(b / 1e9, 3) for _, b in t["curve"]]
+        # the stored curve is thinned to a few hundred events; put each phase's peak event back in
+        points = sorted({*map(tuple, t["curve"]), *((pk["event"], pk["bytes"]) for pk in t["peaks"].values())})
+        x = [e for e, _ in points]
+        y = [round(b / 1e9, 3) for _, b in points]
         fig.add_scatter(x=x, y=y, mode="lines", name=f"ZeRO-{t['stage']}", visible=k == 0, line_color="#4C78A8",
                         hovertemplate="event %{x}: %{y:.2f} GB<extra></extra>")
         px, py, text = [], [], []

@@ -67,3 +67,19 @@ def test_loss_scale_explorer_replays_deepspeed():
         assert update["x"][1] == trace.skipped
         assert update["y"][0][-1] == math.log2(trace.scales[-1])
         assert update["name"][1] == f"跳过的步（{len(trace.skipped)}）"
+
+
+def test_peak_timeline_carries_the_recorded_steps():
+    from dscourse.calibration import load_peak_traces
+    from dscourse.plots import peak_timeline
+
+    traces = load_peak_traces()
+    assert [t["stage"] for t in traces] == [2, 3]
+    fig = peak_timeline(traces)
+    lines = [d for d in fig.fig.data if d.mode == "lines"]
+    for line, t in zip(lines, traces):
+        # the curve's top is the step's recorded peak, which the phase peaks name
+        assert max(line.y) == round(max(pk["bytes"] for pk in t["peaks"].values()) / 1e9, 3)
+        assert set(t["peaks"]) == {"forward", "backward", "step"}
+    assert [b.label for b in fig.fig.layout.updatemenus[0].buttons] == ["ZeRO-2", "ZeRO-3"]
+    assert peak_timeline()._repr_html_() == peak_timeline()._repr_html_()
