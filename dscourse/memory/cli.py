@@ -27,12 +27,17 @@ PROG = "python -m dscourse.memory"
 
 
 
-def _count(text):
-    try:
-        return parse_count(text)
-    except ValueError as e:
-        raise argparse.ArgumentTypeError(str(e)) from None
+def _argtype(parse):
+    """An argparse type from a parser that raises ValueError with a readable message."""
+    def convert(text):
+        try:
+            return parse(text)
+        except ValueError as e:
+            raise argparse.ArgumentTypeError(str(e)) from None
+    return convert
 
+
+_count, _bytes = _argtype(parse_count), _argtype(parse_bytes)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -148,13 +153,6 @@ def peak_table(step: Peak) -> str:
                       text_table(["term", "GPU/rank"], rows + [["total", format_bytes(step.peak_bytes)]]),
                       "", (f"Between steps {format_bytes(step.gpu_bytes)}; leave headroom for the allocator's cache "
                            "(max_memory_reserved) above the peak.")])
-
-
-def _bytes(text):
-    try:
-        return parse_bytes(text)
-    except ValueError as e:
-        raise argparse.ArgumentTypeError(str(e)) from None
 
 
 def plan_parser() -> argparse.ArgumentParser:
