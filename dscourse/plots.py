@@ -187,7 +187,7 @@ def peak_timeline(traces: list[dict] | None = None, name: str = "peak-timeline")
         fig.add_scatter(x=px, y=py, mode="markers", marker=dict(size=10, color="#E45756"), visible=k == 0,
                         name="峰值", text=text, hovertemplate="%{text}<extra></extra>")
         marks = sorted(t["marks"].items(), key=lambda kv: kv[1]) + [("end", t["events"])]
-        spans.append([(labels[a], m0, m1) for (a, m0), (_, m1) in zip(marks, marks[1:])])
+        spans.append([(labels[a], m0, m1) for (a, m0), (_, m1) in itertools.pairwise(marks)])
     shades = {"前向": "rgba(114,183,178,0.15)", "反向": "rgba(245,133,24,0.12)", "optimizer step": "rgba(178,121,162,0.15)"}
 
     def shapes(k):

@@ -200,14 +200,14 @@ def run_plan(argv) -> dict | str:
                    f"{r['step_seconds']:.3g} s"] for i, r in enumerate(rows)]
     best = rows[0]
     return "\n".join([
-        f"{arch.name} ({arch.params / 1e9:.2f}B) on {args.gpus} GPU(s) of {args.gpu_memory / 1e9:g} GB, seq {args.seq}: "
-        f"{len(result)} configurations fit with {100 * args.headroom:.0f}% headroom; the cheapest {len(rows)}:", "",
+        (f"{arch.name} ({arch.params / 1e9:.2f}B) on {args.gpus} GPU(s) of {args.gpu_memory / 1e9:g} GB, seq {args.seq}: "
+         f"{len(result)} configurations fit with {100 * args.headroom:.0f}% headroom; the cheapest {len(rows)}:"), "",
         text_table(["#", "variant", "micro-batch", "accum", "checkpointing", "peak/GPU", "at", "host/node",
                     "step (model)"], table_rows),
         "", "ds_config.json of #1 (dscourse.config.build_config, passed by the checker):",
         json.dumps(best["ds_config"], indent=1),
-        *(["", "with activation checkpointing: model.gradient_checkpointing_enable("
-           "gradient_checkpointing_kwargs={\"use_reentrant\": False})"] if best["checkpointing"] else [])])
+        *(["", ("with activation checkpointing: model.gradient_checkpointing_enable("
+                "gradient_checkpointing_kwargs={\"use_reentrant\": False})")] if best["checkpointing"] else [])])
 
 
 def main(argv=None) -> int:

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import math
 import statistics
+from itertools import pairwise
 from dataclasses import dataclass
 
 from ..comm import step_time
@@ -107,7 +108,7 @@ def efficiency(flop_per_micro_batch: float, curve=None) -> float:
     x = math.log(flop_per_micro_batch)
     if x <= curve[0][0]:
         return curve[0][1]
-    for (x0, y0), (x1, y1) in zip(curve, curve[1:]):
+    for (x0, y0), (x1, y1) in pairwise(curve):
         if x <= x1:
             return y0 + (y1 - y0) * (x - x0) / (x1 - x0)
     return 1.0
