@@ -511,4 +511,6 @@ glue("claim_70b", f"70B：单卡 ZeRO-3 + 全部 offload 时 GPU 峰值约 {form
 # - 混合精度 Adam：每参数 16 字节（论文），原文的 12 字节漏了 fp32 主权重。
 # - ZeRO-1/2/3 依次切分优化器状态、梯度、参数；两次 step 之间 ZeRO-1 和 ZeRO-2 持有的内存相同。
 # - DeepSpeed 自带估算器、`accelerate estimate-memory` 与真实分配各不相同；`allocated` 公式逐项解释了真实分配，GPU 实测误差见上表。
-# - 判断"放不放得下"要同时算 GPU 显存和主机内存。
+# - OOM 由训练一步中的**峰值**决定，不是两次 step 之间的模型状态：峰值是它的数倍，词表大时 logits 链是最大的一项；
+#   `dscourse.memory.peak` 逐项算出峰值，在留作检验的 H200 实测上误差在 1% 以内。
+# - 判断"放不放得下"要同时算 GPU 峰值（再给分配器留约 20% 余量）和主机内存；`python -m dscourse.memory plan` 列出放得下的配置。
