@@ -10,7 +10,7 @@ import json
 from pathlib import Path
 
 from . import package_path
-from .memory import CATEGORIES, Setup, estimate, format_bytes
+from .memory import STATE_CATEGORIES, Setup, estimate, format_bytes
 
 DATA = package_path("data")
 
@@ -40,8 +40,8 @@ def counted_vs_formula(rec: dict) -> list[list]:
         for cat, n in cats.items():
             held[cat] = held.get(cat, 0) + n
     rows = []
-    for cat in CATEGORIES:
-        if cat in ("workspace", "activations"):  # not tensors of the engine
+    for cat in STATE_CATEGORIES:
+        if cat == "workspace":  # not a tensor of the engine
             continue
         formula = est.gpu.get(cat, 0) + (est.cpu or {}).get(cat, 0) / per_node
         rows.append([cat, held.get(cat, 0), int(round(formula))])
@@ -90,3 +90,69 @@ def format_gpu_rows(rows: list[dict]) -> list[list]:
     return [[r["shape"], r["variant"], format_bytes(r["measured"]), format_bytes(r["formula"]),
              f"{100 * r['error']:+.2f}%", format_bytes(r["host_counted"]), format_bytes(r["host_formula"])]
             for r in rows]
+
+
+# --- The step's peak: dscourse.memory.peak against benchmarks/gpu_peak.py's H200 grid ---------------------------
+
+PEAK_DATA = "gpu_peak_h200.json"
+_PHASE_KEYS = {"forward": "forward", "backward": "backward", "step": "step_phase"}
+
+
+def load_peak_runs(path=None) -> tuple[dict, list[dict]]:
+    """(provenance, every measured point) of the committed peak grid."""
+    data = json.loads(Path(path or DATA / PEAK_DATA).read_text())
+    return data["provenance"], [p for p in data["points"] if not p.get("error")]
+
+
+def load_peak_traces(path=None) -> list[dict]:
+    """The recorded steps (one ZeRO-2, one ZeRO-3), in stage order."""
+    data = json.loads(Path(path or DATA / PEAK_DATA).read_text())
+    return sorted(data["traces"], key=lambda t: t["stage"])
+
+
+def peak_vs_measured(path=None) -> list[dict]:
+    """Each run of the grid beside :func:`dscourse.memory.peak_of` on the same model, setting and shape.
+
+    ``held_out``: the larger micro-batch × sequence of each model, which no term or constant was read from.
+    Measured figures are the maxima over the run's steps (the first step allocates Adam's states).
+    """
+    from .memory import peak_of
+    from .memory.hf import arch_from_file, hf_presets
+
+    _, points = load_peak_runs(path)
+    presets = hf_presets()
+    largest = {}
+    for p in points:
+        largest[p["model"]] = max(largest.get(p["model"], 0), p["micro_batch"] * p["seq"])
+    rows = []
+    for p in points:
+        arch = arch_from_file(presets[p["model"]])
+        pk = peak_of(arch, 1, p["stage"], p["micro_batch"], p["seq"], p["checkpointing"], p["offload_optimizer"],
+                     p["offload_param"])
+        phases = {ph: max(s[key]["peak"] for s in p["steps"]) for ph, key in _PHASE_KEYS.items()}
+        measured = max(phases.values())
+        reserved = max(s[key]["reserved_peak"] for s in p["steps"] for key in _PHASE_KEYS.values())
+        between = p["steps"][-1]["after"]
+        rows.append({
+            "model": p["model"], "family": arch.family, "variant": variant_name(p), "stage": p["stage"],
+            "offload": p["offload_optimizer"] != "none" or p["offload_param"] != "none",
+            "micro_batch": p["micro_batch"], "seq": p["seq"], "checkpointing": p["checkpointing"],
+            "held_out": p["micro_batch"] * p["seq"] == largest[p["model"]],
+            "measured": measured, "measured_phase": max(phases, key=phases.get), "predicted": pk.peak_bytes,
+            "predicted_phase": pk.peak_phase, "error": (pk.peak_bytes - measured) / measured,
+            "phase_errors": {ph: (pk.phase_bytes(ph) - v) / v for ph, v in phases.items()},
+            "between": between, "between_predicted": pk.gpu_bytes, "between_error": (pk.gpu_bytes - between) / between,
+            "reserved": reserved, "fragmentation": (reserved - measured) / measured,
+        })
+    return rows
+
+
+def worst_errors(rows: list[dict], key: str = "error") -> dict:
+    """The largest |error| by family, stage, checkpointing and offload, over ``rows``: {group: {value: error}}."""
+    out: dict = {}
+    for group in ("family", "stage", "checkpointing", "offload"):
+        for r in rows:
+            cur = out.setdefault(group, {}).get(r[group])
+            if cur is None or abs(r[key]) > abs(cur):
+                out[group][r[group]] = r[key]
+    return out

@@ -11,10 +11,10 @@ from __future__ import annotations
 import itertools
 import json
 
-from .memory import CATEGORIES, CATEGORY_LABELS, Estimate
+from .memory import CATEGORIES, CATEGORY_LABELS
 
 COLORS = {"params": "#4C78A8", "grads": "#F58518", "master": "#E45756", "optim": "#72B7B2",
-          "buffers": "#B279A2", "workspace": "#BAB0AC", "activations": "#9D755D"}
+          "buffers": "#B279A2", "workspace": "#BAB0AC", "step": "#EECA3B", "activations": "#9D755D"}
 _ids = itertools.count(1)
 
 
@@ -44,15 +44,15 @@ class Figure:
         return f"<figure {self.name}: {self.fig.layout.title.text or ''}>"
 
 
-def stacked_memory_bar(rows: list[tuple[str, Estimate]], activations: int | None = None, title: str = "",
-                       name: str | None = None, limit_gb: float | None = None) -> Figure:
-    """One stacked bar per (label, estimate): GPU bytes per rank by category, in GB."""
+def stacked_memory_bar(rows: list[tuple[str, dict]], title: str = "", name: str | None = None,
+                       limit_gb: float | None = None) -> Figure:
+    """One stacked bar per (label, bytes by category): GPU bytes per rank, in GB."""
     import plotly.graph_objects as go
 
     fig = go.Figure()
     labels = [label for label, _ in rows]
     for cat in CATEGORIES:
-        values = [(est.gpu.get(cat, 0) if cat != "activations" else (activations or 0)) / 1e9 for _, est in rows]
+        values = [bytes_.get(cat, 0) / 1e9 for _, bytes_ in rows]
         if any(values):
             fig.add_bar(name=CATEGORY_LABELS[cat], x=labels, y=[round(v, 3) for v in values],
                         marker_color=COLORS[cat])
@@ -90,13 +90,14 @@ def _dropdown(buttons: list[dict], active: int) -> dict:
 def memory_explorer(presets: list[str] | None = None, gpu_counts=(1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024),
                     formula: str = "allocated", seq: int = 2048, micro_batch: int = 1, preset: str = "Llama-2-7B",
                     gpus: int = 8, gpu_memory_gb: float = 80, name: str = "memory-explorer") -> Figure:
-    """GPU memory per rank for ZeRO-0..3 (stacked by category, activations included): a dropdown picks the
-    model, a slider the number of GPUs. Every bar is :func:`dscourse.memory.estimate` on the same
-    :class:`~dscourse.memory.Setup` the calculator widget builds (8 GPUs per node), plus
-    :func:`~dscourse.memory.activation_bytes`."""
+    """GPU memory per rank at the peak of a training step for ZeRO-0..3 (stacked by category): a dropdown picks
+    the model, a slider the number of GPUs. Every bar is :func:`dscourse.memory.peak.bar`: the family's
+    :func:`~dscourse.memory.estimate` with the additions of :func:`~dscourse.memory.peak_of` on top, on the setup
+    the calculator widget builds (8 GPUs per node)."""
     import plotly.graph_objects as go
 
-    from .memory import PRESETS, FormulaError, Setup, activation_bytes, estimate
+    from .memory import PRESETS, FormulaError, estimate, peak_of
+    from .memory.peak import bar
 
     presets = list(presets or PRESETS)
     stages = [f"ZeRO-{s}" for s in range(4)]
@@ -104,17 +105,15 @@ def memory_explorer(presets: list[str] | None = None, gpu_counts=(1, 2, 4, 8, 16
     gb, totals = {}, {}
     for p in presets:
         arch = PRESETS[p]
-        act = activation_bytes(arch, seq, micro_batch)
         gb[p], totals[p] = {}, {}
         for n in gpu_counts:
             per_cat = {c: [] for c in CATEGORIES}
             tot = []
             for s in range(4):
                 try:
-                    est = estimate(Setup(params=arch.params, gpus=n, gpus_per_node=min(8, n), stage=s,
-                                         largest_layer=arch.largest_layer), formula)
-                    gpu = {**est.gpu, "activations": act}
-                    tot.append(round((est.gpu_bytes + act) / 1e9, 2))
+                    pk = peak_of(arch, n, s, micro_batch, seq, gpus_per_node=min(8, n))
+                    gpu = bar(estimate(pk.setup, formula), pk)
+                    tot.append(round(sum(gpu.values()) / 1e9, 2))
                 except FormulaError:
                     gpu = {}
                     tot.append(None)
@@ -151,13 +150,64 @@ def memory_explorer(presets: list[str] | None = None, gpu_counts=(1, 2, 4, 8, 16
     fig.add_hline(y=gpu_memory_gb, line_dash="dash", line_color="#888",
                   annotation_text=f"{gpu_memory_gb:g} GB GPU", annotation_position="top right")
     fig.update_layout(barmode="stack", template="plotly_white", yaxis_title="GB per GPU (10^9 bytes)",
-                      title=dict(text=f"每张 GPU 的显存（{formula} 公式 + 激活值，序列 {seq}，micro-batch {micro_batch}）",
+                      title=dict(text=f"训练一步中每张 GPU 的显存峰值（{formula} 公式 + 步内增量，序列 {seq}，micro-batch {micro_batch}）",
                                  y=0.98, font_size=15),
                       sliders=[_slider(steps, list(gpu_counts).index(gpus), "GPU 总数（每节点 8 张）：")],
                       updatemenus=[_dropdown(buttons, presets.index(preset))],
                       legend=dict(orientation="v", x=1.02, xanchor="left", y=1, font_size=11),
                       margin=dict(t=120, b=40, l=60, r=210))  # room for the legend: plotly measures CJK text short
     return Figure(fig, name, height=560)
+
+
+def peak_timeline(traces: list[dict] | None = None, name: str = "peak-timeline") -> Figure:
+    """Memory over one training step, from ``torch.cuda.memory._record_memory_history`` on an H200
+    (``dscourse/data/gpu_peak_h200.json``, ``traces``): allocated GB after each allocation event, the phases
+    shaded, each phase's peak marked with what was live then; a dropdown picks the ZeRO stage."""
+    import plotly.graph_objects as go
+
+    from .calibration import load_peak_traces
+
+    traces = traces if traces is not None else load_peak_traces()
+    fig = go.Figure()
+    labels = {"forward": "前向", "backward": "反向", "step": "optimizer step"}
+    spans = []
+    for k, t in enumerate(traces):
+        # the stored curve is thinned to a few hundred events; put each phase's peak event back in
+        points = sorted({*map(tuple, t["curve"]), *((pk["event"], pk["bytes"]) for pk in t["peaks"].values())})
+        x = [e for e, _ in points]
+        y = [round(b / 1e9, 3) for _, b in points]
+        fig.add_scatter(x=x, y=y, mode="lines", name=f"ZeRO-{t['stage']}", visible=k == 0, line_color="#4C78A8",
+                        hovertemplate="event %{x}: %{y:.2f} GB<extra></extra>")
+        px, py, text = [], [], []
+        for phase, pk in t["peaks"].items():
+            top = ", ".join(f"{c.rsplit('/', 1)[-1]} {b / 1e9:.2f}" for c, b in pk["top"][1:4])
+            px.append(pk["event"])
+            py.append(round(pk["bytes"] / 1e9, 3))
+            text.append(f"{labels[phase]}峰值 {pk['bytes'] / 1e9:.2f} GB<br>{top}")
+        fig.add_scatter(x=px, y=py, mode="markers", marker=dict(size=10, color="#E45756"), visible=k == 0,
+                        name="峰值", text=text, hovertemplate="%{text}<extra></extra>")
+        marks = sorted(t["marks"].items(), key=lambda kv: kv[1]) + [("end", t["events"])]
+        spans.append([(labels[a], m0, m1) for (a, m0), (_, m1) in itertools.pairwise(marks)])
+    shades = {"前向": "rgba(114,183,178,0.15)", "反向": "rgba(245,133,24,0.12)", "optimizer step": "rgba(178,121,162,0.15)"}
+
+    def shapes(k):
+        return [dict(type="rect", xref="x", yref="paper", x0=a, x1=b, y0=0, y1=1, line_width=0,
+                     fillcolor=shades[label], layer="below") for label, a, b in spans[k]]
+
+    def notes(k):
+        return [dict(x=(a + b) / 2, y=1.02, xref="x", yref="paper", text=label, showarrow=False)
+                for label, a, b in spans[k]]
+
+    buttons = [dict(label=f"ZeRO-{t['stage']}", method="update",
+                    args=[{"visible": [i // 2 == k for i in range(2 * len(traces))]},
+                          {"shapes": shapes(k), "annotations": notes(k)}]) for k, t in enumerate(traces)]
+    t0 = traces[0]
+    fig.update_layout(template="plotly_white", shapes=shapes(0), annotations=notes(0),
+                      title=dict(text=f"一步训练中的显存（{t0['model']}，micro-batch {t0['micro_batch']} × {t0['seq']}，"
+                                      "H200 实测）", y=0.97, font_size=15),
+                      xaxis_title="分配/释放事件序号", yaxis_title="已分配 GB (10^9 bytes)",
+                      updatemenus=[_dropdown(buttons, 0)], showlegend=False, margin=dict(t=110, b=50, l=60, r=20))
+    return Figure(fig, name, height=460)
 
 
 def loss_scale_explorer(windows=(50, 100, 200, 500, 1000, 2000), window: int = 1000, scenario: str = "healthy",

@@ -7,8 +7,8 @@ from __future__ import annotations
 
 import html
 
-from .memory import (FORMULAS, PRESETS, FormulaError, Setup, activation_bytes, estimate, estimate_all,
-                     format_bytes, parse_count)
+from .memory import FORMULAS, PRESETS, FormulaError, Setup, arch_setup, estimate, format_bytes, parse_count, peak
+from .memory.peak import bar
 from .plots import stacked_memory_bar
 
 FREE = "自定义 (free size)"
@@ -18,7 +18,8 @@ class MemoryCalculator:
     """Model size, GPUs, nodes, stage, offload and formula → GPU and host memory, with a stacked bar.
 
     ``calc.set(stage=3, gpus=8)`` changes controls from code (the tests do); ``calc.result`` is the
-    current :class:`~dscourse.memory.Estimate` (or the :class:`FormulaError` explaining why none).
+    current :class:`~dscourse.memory.Estimate` (or the :class:`FormulaError` explaining why none), between
+    steps; ``calc.peak`` the step's :class:`~dscourse.memory.Peak` (for a preset; None for a free size).
     """
 
     def __init__(self, preset: str = "Llama-2-7B", gpus: int = 8, stage: int = 2, formula: str = "allocated",
@@ -41,19 +42,20 @@ class MemoryCalculator:
         self.seq = w.Dropdown(options=[512, 1024, 2048, 4096, 8192], value=seq, description="序列长度", style=style)
         self.micro_batch = w.BoundedIntText(value=micro_batch, min=1, max=1024, description="micro-batch",
                                             style=style)
+        self.checkpointing = w.Checkbox(value=False, description="激活检查点", style=style)
         self.gpu_memory = w.Dropdown(options=[24, 40, 48, 80, 141], value=gpu_memory_gb, description="显卡显存 GB",
                                      style=style)
         self.summary = w.HTML()
         self.chart = w.Output()
         self.controls = [self.preset, self.size, self.gpus_per_node, self.nodes, self.stage,
                          self.offload_optimizer, self.offload_param, self.formula, self.seq, self.micro_batch,
-                         self.gpu_memory]
+                         self.checkpointing, self.gpu_memory]
         for c in self.controls:
             c.observe(self._changed, names="value")
         self.widget = w.VBox([w.HBox([w.VBox(self.controls[:6]), w.VBox(self.controls[6:])]),
                               self.summary, self.chart])
         self.result = None
-        self.activations = None
+        self.peak = None
         self._update()
 
     def set(self, **values):
@@ -68,11 +70,12 @@ class MemoryCalculator:
 
     def setup(self) -> Setup:
         arch = PRESETS.get(self.preset.value)
-        params = arch.params if arch else parse_count(self.size.value)
         gpn = self.gpus_per_node.value
-        return Setup(params=params, gpus=gpn * self.nodes.value, gpus_per_node=gpn, stage=self.stage.value,
-                     offload_optimizer=self.offload_optimizer.value, offload_param=self.offload_param.value,
-                     largest_layer=arch.largest_layer if arch else None)
+        kw = dict(gpus=gpn * self.nodes.value, gpus_per_node=gpn, stage=self.stage.value,
+                  offload_optimizer=self.offload_optimizer.value, offload_param=self.offload_param.value)
+        if arch:
+            return arch_setup(arch, **kw)
+        return Setup(params=parse_count(self.size.value), **kw)
 
     def _update(self):
         try:
@@ -80,22 +83,35 @@ class MemoryCalculator:
             self.result = estimate(setup, self.formula.value)
         except (FormulaError, ValueError) as e:
             self.result = e
-            self.activations = None
+            self.peak = None
             self.summary.value = f'<p style="color:#b00020">⚠ {html.escape(str(e))}</p>'
             self.chart.outputs = ()
             return
         arch = PRESETS.get(self.preset.value)
-        self.activations = activation_bytes(arch, self.seq.value, self.micro_batch.value) if arch else None
+        self.peak = self._peak(setup)
         self.summary.value = self._summary_html(setup)
-        rows = [(f"ZeRO-{s}", estimate_all(Setup(**{**setup.__dict__, "stage": s}))[self.formula.value])
-                for s in range(4) if self._valid_stage(setup, s)]
-        rows = [(label, est) for label, est in rows if not isinstance(est, FormulaError)]
-        fig = stacked_memory_bar(rows, self.activations, name="memory-calculator", limit_gb=self.gpu_memory.value,
+        rows = []
+        for s in range(4):
+            if not self._valid_stage(setup, s):
+                continue
+            other = Setup(**{**setup.__dict__, "stage": s,
+                             "persistent_params": arch_setup(arch, stage=s).persistent_params if arch else 0})
+            try:
+                est = estimate(other, self.formula.value)
+            except FormulaError:
+                continue
+            pk = self._peak(other)
+            rows.append((f"ZeRO-{s}", bar(est, pk) if pk else est.gpu))
+        fig = stacked_memory_bar(rows, name="memory-calculator", limit_gb=self.gpu_memory.value,
                                  title=f"{self.formula.value}: {setup.params / 1e9:.2f}B 参数, {setup.gpus} GPU")
         # Set the Output widget's state rather than display() into it: no stray iopub outputs, and the
         # figure is saved with the widget state.
         self.chart.outputs = ({"output_type": "display_data", "metadata": {},
                                "data": {"text/html": fig._repr_html_(), "text/plain": repr(fig)}},)
+
+    def _peak(self, setup: Setup):
+        arch = PRESETS.get(self.preset.value)
+        return peak(setup, arch, self.micro_batch.value, self.seq.value, self.checkpointing.value) if arch else None
 
     @staticmethod
     def _valid_stage(setup: Setup, stage: int) -> bool:
@@ -106,13 +122,18 @@ class MemoryCalculator:
             return False
 
     def _summary_html(self, setup: Setup) -> str:
-        est = self.result
-        peak = est.gpu_bytes + (self.activations or 0)
-        fits = "✅ 放得下" if peak <= self.gpu_memory.value * 1e9 else "❌ 放不下"
-        act = f" + 激活 {format_bytes(self.activations)}" if self.activations is not None else ""
+        est, pk = self.result, self.peak
         notes = "".join(f"<li>{html.escape(n)}</li>" for n in est.notes)
-        return (f"<p><b>{est.formula}</b>：每张 GPU 模型状态 <b>{format_bytes(est.gpu_bytes)}</b>{act}"
-                f" ≈ <b>{format_bytes(peak)}</b>（{fits} {self.gpu_memory.value} GB）；"
+        if pk is None:
+            verdict = "（自定义规模没有模型结构，算不出训练一步的峰值）"
+        else:
+            top = bar(est, pk)
+            total = sum(top.values())
+            fits = "✅ 放得下" if total <= self.gpu_memory.value * 1e9 else "❌ 放不下"
+            phase = {"forward": "前向", "backward": "反向", "step": "优化器 step"}[pk.peak_phase]
+            verdict = (f"；训练一步的峰值（{phase}）<b>{format_bytes(total)}</b>（{fits} {self.gpu_memory.value} GB，"
+                       "还要给分配器缓存留余量）")
+        return (f"<p><b>{est.formula}</b>：每张 GPU 模型状态（两步之间）<b>{format_bytes(est.gpu_bytes)}</b>{verdict}；"
                 f"每个节点主机内存 <b>{format_bytes(est.cpu_bytes)}</b>；"
                 f"共 {setup.gpus} 张 GPU / {setup.nodes} 个节点。</p><ul>{notes}</ul>")
 

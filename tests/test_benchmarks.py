@@ -133,3 +133,20 @@ def test_more_ranks_than_gpus_run_on_cpu_ranks(monkeypatch, tmp_path):
                            nproc=2, timeout=120, out_dir=tmp_path)
     assert seen["CUDA_VISIBLE_DEVICES"] == "" and seen["DS_ACCELERATOR"] == "cpu"
     assert [r["backend"] for r in res.ranks] == ["gloo", "gloo"]
+
+
+def test_peak_benchmark_dry_run_records_every_phase(tmp_path):
+    out = tmp_path / "peak.jsonl"
+    done = _run("benchmarks/gpu_peak.py", "--dry-run", "--models", "Qwen3-0.6B", "--variants", "3+oo", "--steps", "1",
+                "--no-expandable", "--parallel", "1", "--out", str(out))
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    lines = [json.loads(line) for line in out.read_text().splitlines()]
+    assert lines[0]["kind"] == "provenance" and lines[0]["script"] == "benchmarks/gpu_peak.py" and lines[0]["dry_run"]
+    points = [r for r in lines if r["kind"] == "point"]
+    # two sizes, checkpointing off and on, each step with its three phases
+    assert [(p["micro_batch"], p["seq"], p["checkpointing"]) for p in points] == [
+        (1, 32, False), (1, 32, True), (2, 64, False), (2, 64, True)]
+    assert all(set(s) >= {"between", "forward", "backward", "step_phase"} for p in points for s in p["steps"])
+    assert points[0]["family"] == "qwen3" and points[0]["optimizer"] == "DeepSpeedZeroOptimizer_Stage3"
+    assert [r["rc"] for r in lines if r["kind"] == "worker"] == [0]
+    assert "--deadline" in _run("benchmarks/gpu_peak.py", "--help").stdout

@@ -235,7 +235,7 @@ def _interactive_figures(page) -> list[str]:
         .map(gd => gd.id)""")
 
 
-EXPECTED_INTERACTIVE = {"notebooks/01_memory_accounting": 1, "notebooks/04_mixed_precision": 1,
+EXPECTED_INTERACTIVE = {"notebooks/01_memory_accounting": 2, "notebooks/04_mixed_precision": 1,
                         "notebooks/05_multi_node": 1}
 
 

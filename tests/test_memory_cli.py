@@ -45,9 +45,29 @@ def test_table_shows_every_formula_side_by_side():
     assert "accelerate: no answer" in out.stdout
 
 
-def test_preset_with_sequence_adds_activations_and_peak():
+def test_preset_with_sequence_adds_the_peak_of_a_step():
     out = json.loads(cli("--preset", "Llama-2-7B", "--gpus", "8", "--stage", "3", "--seq", "4096", "--json").stdout)
-    assert out["peak_gpu_bytes"] == out["gpu_bytes"] + out["activation_bytes"]
+    assert out["peak_gpu_bytes"] == sum(out["peak_terms"].values()) == max(out["phases"].values())
+    assert out["peak_gpu_bytes"] > out["gpu_bytes"] and out["peak_phase"] in ("forward", "backward", "step")
+
+
+def test_model_config_contract_json():
+    from dscourse.memory import peak_of
+    from dscourse.memory.hf import arch_from_file, hf_presets
+
+    path = hf_presets()["Qwen2.5-7B"]
+    out = cli("--model-config", str(path), "--gpus", "16", "--gpus-per-node", "8", "--stage", "3",
+              "--offload-optimizer", "cpu", "--micro-batch", "2", "--seq", "4096", "--checkpointing", "--json")
+    assert out.returncode == 0, out.stderr
+    result = json.loads(out.stdout)
+    expected = peak_of(arch_from_file(path), 16, 3, 2, 4096, True, "cpu", gpus_per_node=8)
+    for key in ("gpu_bytes", "peak_gpu_bytes", "peak_phase", "peak_terms", "cpu_bytes"):
+        assert result[key] == expected.as_dict()[key], key
+    assert result["cpu_bytes"] > 0 and result["peak_terms"]["loss_grads"] > 0  # the host holds the optimizer
+    # a shipped config by name, and the readable table of the terms at the peak
+    table = cli("--model-config", "Llama-3.2-1B", "--stage", "2", "--micro-batch", "2", "--seq", "4096")
+    assert table.returncode == 0 and "Terms at the peak (backward)" in table.stdout
+    assert "loss and log-softmax gradients" in table.stdout
 
 
 @pytest.mark.parametrize("args, words", [
@@ -64,7 +84,12 @@ def test_preset_with_sequence_adds_activations_and_peak():
     (["--params", "7B", "--stage", "7"], "stage"),
     (["--params", "7B", "--gpus", "two"], "invalid int"),
     (["--gpus", "8"], "--params"),
-    (["--params", "7B", "--seq", "2048"], "--preset"),
+    (["--params", "7B", "--seq", "2048"], "--model-config"),
+    (["--model-config", "/nonexistent/config.json", "--seq", "2048"], "no such file"),
+    (["--model-config", "Llama-3.2-1B", "--seq", "0"], "at least 1"),
+    (["--model-config", "gpt2-large", "--seq", "4096"], "1024 positions"),
+    (["--model-config", "Llama-3.2-1B", "--preset", "Llama-2-7B"], "not both"),
+    (["--model-config", "Llama-3.2-1B", "--params", "7B", "--seq", "1024"], "contradicts"),
     (["--params", "7B", "--gpus", "12", "--gpus-per-node", "8"], "whole nodes"),
     (["--whatever"], "unrecognized"),
 ])
@@ -75,3 +100,12 @@ def test_bad_input_exits_2_with_one_line_and_no_traceback(args, words):
     lines = out.stderr.strip().splitlines()
     assert len(lines) == 1 and "Traceback" not in out.stderr
     assert words in lines[0]
+
+
+def test_unknown_model_type_and_unreadable_configs_exit_2_with_one_line(tmp_path):
+    (tmp_path / "bert.json").write_text('{"model_type": "bert", "hidden_size": 8}')
+    (tmp_path / "bad.json").write_text("not json")
+    for name, words in (("bert.json", "knows llama, mistral, qwen2, qwen3, gemma2, phi3, gpt2"), ("bad.json", "not JSON")):
+        out = cli("--model-config", str(tmp_path / name), "--seq", "128")
+        assert out.returncode == 2 and out.stdout == "" and "Traceback" not in out.stderr
+        assert len(out.stderr.strip().splitlines()) == 1 and words in out.stderr

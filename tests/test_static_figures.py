@@ -7,7 +7,8 @@ import pytest
 
 pytest.importorskip("plotly")
 
-from dscourse.memory import PRESETS, CATEGORIES, Setup, activation_bytes, estimate  # noqa: E402
+from dscourse.memory import PRESETS, CATEGORIES, estimate, peak_of  # noqa: E402
+from dscourse.memory.peak import bar  # noqa: E402
 from dscourse.plots import comm_explorer, loss_scale_explorer, memory_explorer  # noqa: E402
 
 
@@ -29,10 +30,11 @@ def test_memory_explorer_matches_estimate():
             arch = PRESETS[preset]
             cat = next(c for c in CATEGORIES if trace.legendgroup == c)
             for stage, value in enumerate(y):
-                est = estimate(Setup(params=arch.params, gpus=n, gpus_per_node=min(8, n), stage=stage,
-                                     largest_layer=arch.largest_layer), "allocated")
-                expected = activation_bytes(arch, 2048, 1) if cat == "activations" else est.gpu.get(cat)
+                pk = peak_of(arch, n, stage, 1, 2048, gpus_per_node=min(8, n))
+                expected = bar(estimate(pk.setup, "allocated"), pk).get(cat)
                 assert value == (round(expected / 1e9, 3) if expected is not None else None)
+                if cat == "activations":  # the allocated bars add up to the peak itself
+                    assert sum(bar(pk.states, pk).values()) == pk.peak_bytes
     # one dropdown entry per model, each showing only its own traces
     buttons = fig.fig.layout.updatemenus[0].buttons
     assert [b.label for b in buttons] == ["Llama-2-7B", "Llama-2-70B"]
@@ -65,3 +67,19 @@ def test_loss_scale_explorer_replays_deepspeed():
         assert update["x"][1] == trace.skipped
         assert update["y"][0][-1] == math.log2(trace.scales[-1])
         assert update["name"][1] == f"跳过的步（{len(trace.skipped)}）"
+
+
+def test_peak_timeline_carries_the_recorded_steps():
+    from dscourse.calibration import load_peak_traces
+    from dscourse.plots import peak_timeline
+
+    traces = load_peak_traces()
+    assert [t["stage"] for t in traces] == [2, 3]
+    fig = peak_timeline(traces)
+    lines = [d for d in fig.fig.data if d.mode == "lines"]
+    for line, t in zip(lines, traces):
+        # the curve's top is the step's recorded peak, which the phase peaks name
+        assert max(line.y) == round(max(pk["bytes"] for pk in t["peaks"].values()) / 1e9, 3)
+        assert set(t["peaks"]) == {"forward", "backward", "step"}
+    assert [b.label for b in fig.fig.layout.updatemenus[0].buttons] == ["ZeRO-2", "ZeRO-3"]
+    assert peak_timeline()._repr_html_() == peak_timeline()._repr_html_()

@@ -9,7 +9,13 @@ def test_calculator_shows_the_chosen_formula_for_the_chosen_setup():
     expected = estimate(Setup(params=PRESETS["Llama-2-7B"].params, gpus=8, gpus_per_node=8, stage=2,
                               largest_layer=PRESETS["Llama-2-7B"].largest_layer), "allocated")
     assert calc.result.gpu_bytes == expected.gpu_bytes
-    assert "每张 GPU 模型状态" in calc.summary.value and calc.activations > 0
+    assert "每张 GPU 模型状态" in calc.summary.value and "训练一步的峰值" in calc.summary.value
+    # the peak it shows is the one peak function's, at the calculator's sequence and micro-batch
+    from dscourse.memory import peak_of
+
+    assert calc.peak.peak_bytes == peak_of(PRESETS["Llama-2-7B"], 8, 2, 1, 2048, gpus_per_node=8).peak_bytes
+    calc.set(checkpointing=True)
+    assert calc.peak.peak_bytes < peak_of(PRESETS["Llama-2-7B"], 8, 2, 1, 2048, gpus_per_node=8).peak_bytes
     chart = calc.chart.outputs[0]["data"]["text/html"]
     assert 'id="memory-calculator"' in chart and "ZeRO-3" in chart  # the stacked bar of every stage
 

@@ -1,57 +1,60 @@
-"""Does it fit? GPU memory and host RAM for a model shape, and the fewest GPUs that hold it.
+"""Does it fit? The step's GPU peak and the host's RAM for a model shape, and the fewest GPUs that hold it.
 
-Used to answer claims like "13B on a 24 GB card" with both numbers that decide it: the GPU's
-memory (model states from the ``allocated`` family + activations + the parameters ZeRO-3 gathers
-for the layer it is computing) and the host's RAM (what offload puts there).
+Used to answer claims like "13B on a 24 GB card" with both numbers that decide it: the GPU's peak
+during a training step (:func:`dscourse.memory.peak.peak`, the one peak function) and the host's RAM
+(what offload puts there).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .formulas import Estimate, Setup, estimate
-from .shapes import Arch, activation_bytes
+from .formulas import Estimate, Setup
+from .peak import DEFAULT_ZERO, Peak, Zero, peak_of
+from .shapes import Arch
 
 
 @dataclass
 class Fit:
-    setup: Setup
-    states: Estimate
-    activations: int
-    gathered: int  # 16-bit parameters ZeRO-3 gathers for the layer being computed
+    peak: Peak
+
+    @property
+    def setup(self) -> Setup:
+        return self.peak.setup
+
+    @property
+    def states(self) -> Estimate:
+        return self.peak.states
 
     @property
     def gpu_peak(self) -> int:
-        return self.states.gpu_bytes + self.activations + self.gathered
+        return self.peak.peak_bytes
 
     @property
     def host_per_node(self) -> int:
-        return self.states.cpu_bytes or 0
-
-
-def layer_params(arch: Arch) -> int:
-    """Parameters of one transformer block (what ZeRO-3 must gather to compute it)."""
-    return (arch.params - arch.vocab * arch.hidden * (1 if arch.tied_embeddings or arch.family == "gpt2" else 2)) \
-        // arch.layers
+        return self.peak.cpu_bytes
 
 
 def plan(arch: Arch, gpus: int, stage: int, seq: int, micro_batch: int = 1, checkpointing: bool = True,
-         offload_optimizer: str = "none", offload_param: str = "none", gpus_per_node: int | None = None) -> Fit:
-    setup = Setup(params=arch.params, gpus=gpus, stage=stage, gpus_per_node=gpus_per_node,
-                  offload_optimizer=offload_optimizer, offload_param=offload_param,
-                  largest_layer=arch.largest_layer, persistent_params=arch.layers * 2 * arch.hidden + arch.hidden)
-    gathered = 2 * max(layer_params(arch), arch.largest_layer) if stage == 3 else 0
-    return Fit(setup, estimate(setup, "allocated"),
-               activation_bytes(arch, seq, micro_batch, checkpointing=checkpointing), gathered)
+         offload_optimizer: str = "none", offload_param: str = "none", gpus_per_node: int | None = None,
+         zero: Zero = DEFAULT_ZERO) -> Fit:
+    return Fit(peak_of(arch, gpus, stage, micro_batch, seq, checkpointing, offload_optimizer, offload_param,
+                       gpus_per_node, zero))
 
 
 def fewest_gpus(arch: Arch, gpu_bytes: float, stage: int, seq: int, micro_batch: int = 1,
                 checkpointing: bool = True, max_gpus: int = 4096, **offload) -> Fit | None:
     """The smallest GPU count whose per-GPU peak fits in ``gpu_bytes`` (None if even ``max_gpus`` do not)."""
-    for n in range(1, max_gpus + 1):
-        fit = plan(arch, n, stage, seq, micro_batch, checkpointing, **offload)
+    def at(n):
+        return plan(arch, n, stage, seq, micro_batch, checkpointing, **offload)
+
+    if at(1).gpu_peak <= gpu_bytes:
+        return at(1)
+    # from two GPUs on (ZeRO-3 gathers parameters there) the peak only falls: if the most do not fit, none do
+    if at(max_gpus).gpu_peak > gpu_bytes:
+        return None
+    for n in range(2, max_gpus + 1):
+        fit = at(n)
         if fit.gpu_peak <= gpu_bytes:
             return fit
-        if stage < 3 and n > 1 and fit.states.gpu.get("params", 0) + fit.activations > gpu_bytes:
-            return None  # stages 0-2 keep every parameter on every GPU: more GPUs cannot help
     return None

@@ -23,11 +23,12 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 FORMULAS = ("paper", "seed", "deepspeed", "accelerate", "allocated")
-CATEGORIES = ("params", "grads", "master", "optim", "buffers", "workspace", "activations")
+CATEGORIES = ("params", "grads", "master", "optim", "buffers", "workspace", "step", "activations")
+STATE_CATEGORIES = CATEGORIES[:6]  # what a family's estimate holds between steps
 CATEGORY_LABELS = {
     "params": "parameters (16-bit)", "grads": "gradients", "master": "fp32 master weights",
     "optim": "optimizer states (Adam m, v)", "buffers": "DeepSpeed buffers", "workspace": "CUDA workspace",
-    "activations": "activations",
+    "step": "in-step gradients and temporaries", "activations": "activations and logits",
 }
 OFFLOAD = ("none", "cpu")
 

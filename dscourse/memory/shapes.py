@@ -19,9 +19,15 @@ class Arch:
     intermediate: int
     kv_heads: int | None = None  # grouped-query attention (Llama-2-70B: 8)
     tied_embeddings: bool = False
-    family: str = "llama"  # "llama" (RMSNorm, gated MLP, no biases) or "gpt2"
+    # "gpt2" (LayerNorm, biases everywhere, learned positions) or one of the gated-MLP RMSNorm families
+    # "llama", "mistral", "qwen2", "qwen3", "gemma2", "phi3" (Hugging Face's model_type)
+    family: str = "llama"
     positions: int = 1024  # gpt2's learned position table
     seq: int = 1024  # the sequence length the course's scripts train with
+    head_dim: int | None = None  # default hidden // heads (Qwen3, Gemma-2 set their own)
+    qkv_bias: bool = False  # biases on q, k, v (Qwen2; Llama's attention_bias)
+    o_bias: bool = False  # bias on the attention output projection (Llama's attention_bias)
+    mlp_bias: bool = False  # Llama's mlp_bias
 
     def as_dict(self) -> dict:
         return dict(self.__dict__)
@@ -29,6 +35,15 @@ class Arch:
     @property
     def params(self) -> int:
         return param_count(self)
+
+    @property
+    def dim(self) -> int:
+        """Width of one attention head."""
+        return self.head_dim or self.hidden // self.heads
+
+    @property
+    def norms_per_layer(self) -> int:
+        return 4 if self.family == "gemma2" else 2  # Gemma-2 norms before and after attention and MLP
 
     @property
     def largest_layer(self) -> int:
@@ -41,8 +56,11 @@ def param_count(a: Arch) -> int:
     if a.family == "gpt2":
         per_layer = (h * 3 * h + 3 * h) + (h * h + h) + (h * i + i) + (i * h + h) + 4 * h  # attn, mlp, 2 LN
         return a.layers * per_layer + v * h + a.positions * h + 2 * h  # wte (tied head), wpe, final LN
-    kv = (a.kv_heads or a.heads) * (h // a.heads)
-    per_layer = h * h + 2 * h * kv + h * h + 3 * h * i + 2 * h  # q, k, v, o; gate, up, down; 2 RMSNorm
+    q, kv = a.heads * a.dim, (a.kv_heads or a.heads) * a.dim
+    attention = h * q + 2 * h * kv + q * h + a.qkv_bias * (q + 2 * kv) + a.o_bias * h  # q, k, v, o
+    mlp = 3 * h * i + a.mlp_bias * (2 * i + h)  # gate, up, down (Phi-3 fuses gate and up: the same count)
+    norms = a.norms_per_layer * h + (2 * a.dim if a.family == "qwen3" else 0)  # Qwen3's q_norm, k_norm per head
+    per_layer = attention + mlp + norms
     embeddings = v * h * (1 if a.tied_embeddings else 2)
     return a.layers * per_layer + embeddings + h
 
@@ -59,37 +77,20 @@ PRESETS = {
 
 def activation_bytes(a: Arch, seq: int, micro_batch: int, attention: str = "sdpa",
                      checkpointing: bool = False) -> int:
-    """Activation memory of one micro-batch in bf16: the tensors the forward pass keeps for backward.
-
-    Counted tensor by tensor after Korthikanti et al. (2022, "Reducing Activation Recomputation in
-    Large Transformer Models", §4.1), in units of s·b·h bytes, for transformers' implementations, and
-    checked against ``torch.cuda.memory_allocated()`` across a forward pass
-    (``dscourse/data/gpu_activations.json``):
-
-    - attention (SDPA): its input 2, Q, K, V 6, output 2 → 10; eager attention also keeps the
-      a·s² scores (softmax input and output, 4·a·s²·b bytes);
-    - GPT-2: two LayerNorm inputs 4; a contiguous copy of the attention output for ``c_proj`` 2;
-      MLP input 2, GELU input 8, output-projection input 8; transformers' ``gelu_new`` is unfused
-      Python and keeps tanh(·), 0.5·x and 1 + tanh(·) (+24); two 1-byte residual-dropout masks,
-      which ``nn.Dropout`` makes even at p = 0 in training mode (+2) → 60;
-    - Llama: two RMSNorms keep their fp32 upcast 8; RoPE keeps the rotated Q, K 4; MLP input 2
-      → 24, plus four tensors of the intermediate width i (gate, SiLU, up, product): 8·s·b·i;
-    - the loss keeps the fp32 log-softmax of the logits: 4·s·b·V.
-
-    With activation checkpointing only each layer's input (2 s·b·h) stays, plus one layer recomputed.
+    """What a forward pass leaves alive for backward when the loop keeps only the loss: the activations of
+    :func:`dscourse.memory.peak.activation_terms` plus the fp32 log-softmax the loss saves (4 bytes × tokens ×
+    vocabulary), the sense of ``memory_allocated()`` after ``loss = engine(...).loss`` minus before.
+    ``attention="eager"`` adds the a·s² scores each layer keeps (softmax input and output, 4·a·s²·b bytes).
     """
-    if seq < 1 or micro_batch < 1:
-        raise ValueError("sequence length and micro-batch must be at least 1")
+    from .formulas import FormulaError
+    from .peak import activation_bytes as kept
+
     if attention not in ("sdpa", "eager"):
         raise ValueError("attention must be 'sdpa' or 'eager'")
-    s, b, h = seq, micro_batch, a.hidden
-    if a.family == "gpt2":
-        per_layer = 60 * s * b * h
-    else:
-        per_layer = 24 * s * b * h + 8 * s * b * a.intermediate
-    if attention == "eager":
-        per_layer += 4 * a.heads * s * s * b
-    logits = 4 * s * b * a.vocab
-    if checkpointing:
-        return a.layers * 2 * s * b * h + per_layer + logits
-    return a.layers * per_layer + logits
+    try:
+        total = kept(a, seq, micro_batch, checkpointing) + 4 * seq * micro_batch * a.vocab
+    except FormulaError as e:
+        raise ValueError(str(e)) from None
+    if attention == "eager" and a.family != "gemma2":  # Gemma-2 is counted eager already
+        total += (1 if checkpointing else a.layers) * 4 * a.heads * seq * seq * micro_batch
+    return total

@@ -34,3 +34,19 @@ def format_bytes(n: float | None, unit: str = "GB") -> str:
         return "—"
     div = {"GB": 1e9, "GiB": 2**30, "MB": 1e6, "MiB": 2**20}[unit]
     return f"{n / div:,.2f} {unit}"
+
+
+_BYTES = re.compile(r"^\s*([0-9]*\.?[0-9]+(?:e[+-]?[0-9]+)?)\s*(b|kb|mb|gb|tb|kib|mib|gib|tib|k|m|g|t)?\s*$", re.IGNORECASE)
+_BYTE_UNITS = {"b": 1, "k": 10**3, "kb": 10**3, "m": 10**6, "mb": 10**6, "g": 10**9, "gb": 10**9, "t": 10**12,
+               "tb": 10**12, "kib": 2**10, "mib": 2**20, "gib": 2**30, "tib": 2**40}
+
+
+def parse_bytes(text) -> int:
+    """A memory size from ``80GB``, ``80G``, ``141e9``, ``512GiB`` (GB = 10^9 bytes, GiB = 2^30)."""
+    m = _BYTES.match(str(text))
+    if not m:
+        raise ValueError(f"not a memory size: {text!r} (write e.g. 80GB, 24G, 512GiB)")
+    value = float(m.group(1)) * _BYTE_UNITS[(m.group(2) or "b").lower()]
+    if not math.isfinite(value) or value <= 0:
+        raise ValueError(f"a memory size must be positive, not {text!r}")
+    return int(value)

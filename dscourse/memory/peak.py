@@ -1,0 +1,290 @@
+"""The per-GPU peak of a DeepSpeed training step: the number that decides an out-of-memory error.
+
+A step runs three phases (forward, backward, optimizer step); the peak is the largest of what is live
+in each, the sense of ``torch.cuda.max_memory_allocated()``. Between steps only the model states are
+held (the ``allocated`` family of :mod:`.formulas`, exact to 0.3%). Each phase adds its own tensors,
+term by term below, each tied to the line that allocates it (DeepSpeed 0.19.8, transformers 5.17-5.23,
+torch 2.11) and measured on an H200 (``dscourse/data/gpu_peak_h200.json``, ``benchmarks/gpu_peak.py``):
+
+forward   model states + activations kept for backward + the logits chain at the loss:
+          bf16 logits (2 bytes × tokens × vocabulary, ``lm_head``), their fp32 upcast
+          (``transformers/loss/loss_utils.py``: ``logits = logits.float()``, 4 bytes) and the fp32
+          log-softmax that ``F.cross_entropy`` saves (4 bytes); ZeRO-3 adds the parameters it gathers.
+backward  the larger of its start and its end. Start: activations + the saved log-softmax + the
+          gradients of the loss and of the log-softmax (2 × 4 bytes × tokens × vocabulary).
+          End: the 16-bit gradients (stages 0-2) plus what is in flight (reduce buckets, the
+          embedding gradient's transient copies).
+step      model states + the optimizer's temporaries: the fp32 copy of the gradients it builds
+          (all of them at ZeRO-0, this rank's partition at ZeRO-1/2, one ``sub_group_size`` at ZeRO-3);
+          with optimizer offload the step runs on the CPU and adds nothing on the GPU.
+
+The training loop is assumed to keep only the loss (``loss = engine(...).loss``); keeping the whole
+output also keeps the bf16 logits through backward (2 bytes × tokens × vocabulary more).
+Pure Python: no torch import.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from .formulas import (
+    DEFAULT_PARAM_PERSISTENCE_THRESHOLD,
+    DEFAULT_REDUCE_BUCKET_SIZE,
+    Estimate,
+    FormulaError,
+    Setup,
+    estimate,
+)
+from .shapes import Arch
+
+PHASES = ("forward", "backward", "step")
+TERM_LABELS = {
+    "params": "16-bit parameters", "grads": "gradient partition (ZeRO-3)", "master": "fp32 master weights",
+    "optim": "Adam m, v", "buffers": "DeepSpeed buffers", "workspace": "CUDA workspace",
+    "activations": "activations kept for backward", "logits": "bf16 logits", "logits_fp32": "fp32 logits (loss upcast)",
+    "log_softmax": "fp32 log-softmax (saved)", "loss_grads": "loss and log-softmax gradients",
+    "grads16": "16-bit gradients", "buckets": "reduce buckets", "embedding_grad": "embedding gradient (transient)",
+    "step_grads": "optimizer step: flat / fp32 gradients", "gathered": "ZeRO-3 gathered parameters",
+}
+
+
+@dataclass(frozen=True)
+class Zero:
+    """The ``zero_optimization`` knobs the peak depends on, at DeepSpeed 0.19.8's defaults (``zero/config.py``)."""
+
+    reduce_bucket_size: int = DEFAULT_REDUCE_BUCKET_SIZE
+    overlap_comm: bool | None = None  # None: DeepSpeed's default, on for stage 3 only (``overlap_comm_valid``)
+    sub_group_size: int = 1_000_000_000
+    max_live_parameters: int = 1_000_000_000  # stage3_max_live_parameters
+    prefetch_bucket_size: int = 50_000_000  # stage3_prefetch_bucket_size
+
+
+DEFAULT_ZERO = Zero()
+
+
+def activation_terms(a: Arch, seq: int, micro_batch: int, checkpointing: bool = False) -> dict:
+    """Bytes the forward pass leaves alive for backward, by term, in bf16 with SDPA (flash) attention.
+
+    Per token and layer, counted tensor by tensor and matched to ``memory_allocated()`` across a forward
+    pass on an H200 to 0.01% (Llama-3.2-1B, Qwen2.5-0.5B, Qwen3-0.6B at 2 × 4096 tokens):
+
+    - RMSNorm (``LlamaRMSNorm.forward``): the fp32 upcast of its input (4h), the bf16 cast the weight
+      multiplies (2h) and its output, which the next projections save (2h): 8h per norm, two per layer
+      (Gemma-2: four); Qwen3's q_norm/k_norm keep the upcast and the cast (6 bytes per q/k element;
+      RoPE after them saves no input);
+    - attention: the rotated q and k, v (SDPA's inputs) and SDPA's output, which ``o_proj`` saves:
+      4·q + 4·kv, plus flash attention's fp32 log-sum-exp, 4 bytes per head; eager attention (Gemma-2,
+      whose softcapping SDPA lacks) keeps tanh(scores), the fp32 softmax and its bf16 cast: 8 bytes ×
+      heads × sequence;
+    - gated MLP: gate, SiLU(gate), up and their product, 2 bytes × intermediate width each: 8·i;
+    - per token once: the final norm (8h) and RoPE's cos and sin (fp32, 8 × head_dim).
+    GPT-2 (``GPT2Block``): two LayerNorms' inputs and outputs 8h, q, k, v 6h, SDPA's output and its
+    contiguous copy for ``c_proj`` 4h, two 1-byte dropout masks 2h, 2h more measured; ``gelu_new`` is
+    unfused Python and keeps its input, tanh(·), 0.5·x, 1 + tanh(·) and the output: 10·i; per token
+    the embedding dropout mask and the final LayerNorm (5h).
+    With activation checkpointing (non-reentrant) each layer keeps only its input (2h); the layer
+    recomputed in backward is gone before the backward peak (measured).
+    """
+    if seq < 1 or micro_batch < 1:
+        raise FormulaError("sequence length and micro-batch must be at least 1")
+    t = seq * micro_batch
+    h, i, heads = a.hidden, a.intermediate, a.heads
+    q, kv = heads * a.dim, (a.kv_heads or a.heads) * a.dim
+    if a.family == "gpt2":
+        per_layer = 22 * h + 10 * i + 4 * heads
+        once = 5 * h
+    else:
+        per_layer = 8 * h * a.norms_per_layer + 4 * q + 4 * kv + 4 * heads + 8 * i
+        if a.family == "qwen3":
+            per_layer += 6 * (q + kv)
+        if a.family == "gemma2":
+            per_layer += 8 * heads * seq - 4 * heads  # eager: no log-sum-exp, the s × s scores instead
+        once = 8 * h + 8 * a.dim
+    if checkpointing:
+        return {"layer inputs (checkpoints)": a.layers * 2 * h * t, "final norm, positions": once * t}
+    return {"layers": a.layers * per_layer * t, "final norm, positions": once * t}
+
+
+def activation_bytes(a: Arch, seq: int, micro_batch: int, checkpointing: bool = False) -> int:
+    """Activations kept for backward, without the logits chain (see :func:`activation_terms`)."""
+    return sum(activation_terms(a, seq, micro_batch, checkpointing).values())
+
+
+def param_tensors(a: Arch) -> list[int]:
+    """Element counts of every parameter tensor (a tied table once), in the model's order."""
+    h, i, v = a.hidden, a.intermediate, a.vocab
+    if a.family == "gpt2":
+        layer = [h, h, 3 * h * h, 3 * h, h * h, h, h, h, h * i, i, i * h, h]
+        return [v * h, a.positions * h] + layer * a.layers + [h, h]
+    q, kv = a.heads * a.dim, (a.kv_heads or a.heads) * a.dim
+    layer = [h * q, h * kv, h * kv, q * h] + ([q, kv, kv] if a.qkv_bias else []) + ([h] if a.o_bias else [])
+    layer += [h * i, h * i, i * h] + ([i, i, h] if a.mlp_bias else []) + [h] * a.norms_per_layer
+    layer += [a.dim, a.dim] if a.family == "qwen3" else []
+    return [v * h] + layer * a.layers + [h] + ([] if a.tied_embeddings else [v * h])
+
+
+def arch_setup(a: Arch, gpus: int = 1, stage: int = 0, gpus_per_node: int | None = None,
+               offload_optimizer: str = "none", offload_param: str = "none",
+               reduce_bucket_size: int = DEFAULT_REDUCE_BUCKET_SIZE) -> Setup:
+    """The :class:`Setup` of a model shape: its parameters, largest tensor and ZeRO-3 persistent parameters."""
+    tensors = param_tensors(a)
+    persistent = sum(n for n in tensors if n <= DEFAULT_PARAM_PERSISTENCE_THRESHOLD) if stage == 3 else 0
+    return Setup(params=a.params, gpus=gpus, stage=stage, gpus_per_node=gpus_per_node,
+                 offload_optimizer=offload_optimizer, offload_param=offload_param, largest_layer=max(tensors),
+                 persistent_params=persistent, reduce_bucket_size=reduce_bucket_size)
+
+
+@dataclass
+class Peak:
+    """Bytes per GPU by term in each phase of a step; ``states`` is what stays between steps."""
+
+    setup: Setup
+    arch: Arch
+    micro_batch: int
+    seq: int
+    checkpointing: bool
+    states: Estimate
+    phases: dict = field(default_factory=dict)
+
+    def phase_bytes(self, phase: str) -> int:
+        return round(sum(self.phases[phase].values()))
+
+    @property
+    def peak_phase(self) -> str:
+        return max(PHASES, key=self.phase_bytes)
+
+    @property
+    def peak_bytes(self) -> int:
+        return self.phase_bytes(self.peak_phase)
+
+    @property
+    def peak_terms(self) -> dict:
+        return {k: round(v) for k, v in self.phases[self.peak_phase].items() if v}
+
+    @property
+    def gpu_bytes(self) -> int:
+        return self.states.gpu_bytes
+
+    @property
+    def cpu_bytes(self) -> int:
+        return self.states.cpu_bytes or 0
+
+    def as_dict(self) -> dict:
+        return {"gpu_bytes": self.gpu_bytes, "peak_gpu_bytes": self.peak_bytes, "peak_phase": self.peak_phase,
+                "peak_terms": self.peak_terms, "cpu_bytes": self.cpu_bytes,
+                "phases": {p: self.phase_bytes(p) for p in PHASES},
+                "micro_batch": self.micro_batch, "seq": self.seq, "checkpointing": self.checkpointing,
+                "model": self.arch.name, "family": self.arch.family, "params": self.arch.params}
+
+
+def peak(setup: Setup, arch: Arch, micro_batch: int, seq: int, checkpointing: bool = False,
+         zero: Zero = DEFAULT_ZERO, grad_accum: int = 1) -> Peak:
+    """The step's per-GPU memory, phase by phase and term by term. The one function every front end calls.
+
+    With ``grad_accum`` > 1 the later micro-steps run forward and backward with the gradients accumulated so
+    far still held: ZeRO-0/1 every 16-bit gradient, ZeRO-2 this rank's partition and its reduce bucket
+    (ZeRO-3 accumulates into the partition counted between steps; offload, on the host).
+    """
+    if isinstance(grad_accum, bool) or not isinstance(grad_accum, int) or grad_accum < 1:
+        raise FormulaError(f"gradient accumulation must be a whole number ≥ 1, not {grad_accum!r}")
+    if setup.params != arch.params:
+        raise FormulaError(f"the setup's {setup.params:,} parameters are not the model's {arch.params:,}: "
+                           "build it with arch_setup()")
+    if seq > arch.positions and arch.family == "gpt2":
+        raise FormulaError(f"{arch.name} has {arch.positions} positions: --seq {seq} is longer")
+    states = estimate(setup, "allocated")
+    s, n, psi = setup, setup.gpus, arch.params
+    t = seq * micro_batch
+    u = t * arch.vocab  # one byte per token and vocabulary entry
+    embedding = arch.vocab * arch.hidden
+    rbs = zero.reduce_bucket_size
+    overlap = zero.overlap_comm if zero.overlap_comm is not None else s.stage == 3
+    base = {k: v for k, v in states.gpu.items()}
+    acts = activation_bytes(arch, seq, micro_batch, checkpointing)
+
+    # ZeRO-3 with partitioned parameters (several GPUs, or offloaded): the coordinator keeps fetched
+    # parameters until stage3_max_live_parameters are resident (partitioned_param_coordinator.py:
+    # __n_available_params), so up to that many 16-bit parameters are live in forward and backward.
+    partitioned = s.stage == 3 and (n > 1 or s.offload_param == "cpu")
+    gathered = 2 * min(zero.max_live_parameters, psi - s.persistent_params) if partitioned else 0
+
+    held = {}  # what earlier micro-steps of an accumulated step leave
+    if grad_accum > 1 and s.offload_optimizer == "none" and s.stage < 3:
+        held = {"grads16": 2 * psi / (n if s.stage == 2 else 1)}
+        if s.stage == 2:
+            held["buckets"] = 2 * rbs * (2 if overlap else 1)
+    forward = {**base, **held, "activations": acts, "log_softmax": 4 * u, "logits": 2 * u, "logits_fp32": 4 * u,
+               "gathered": gathered}
+    backward_start = {**base, **held, "activations": acts, "log_softmax": 4 * u, "loss_grads": 8 * u,
+                      "gathered": gathered}
+
+    # End of backward: the 16-bit gradients and what is in flight.
+    if s.stage == 0:
+        # engine.py allreduce_bucket: self.flatten(bucket), up to reduce_bucket_size elements; the embedding
+        # gradient's bf16 copies (torch/_decomp embedding_dense_backward) come at another moment: the larger.
+        end = {"grads16": 2 * psi, "buckets": max(2 * min(rbs, psi), 4 * embedding)}
+    elif s.stage in (1, 2) and s.offload_optimizer == "cpu":
+        # the gradients go to the host as they are reduced; the ipg buffers (stage_1_and_2.py:3266) stay
+        end = {"buckets": 2 * rbs * (2 if overlap else 1), "embedding_grad": 8 * embedding}
+    elif s.stage == 1:
+        # all 16-bit gradients, and their flattened copy for the reduction (measured: 2Ψ more on one GPU)
+        end = {"grads16": 2 * psi, "buckets": 2 * psi / n}
+    elif s.stage == 2:
+        # grads_in_partition (stage_1_and_2.py:2192), the ipg buffer(s) of reduce_bucket_size (:3266, :3275
+        # with overlap_comm), and the tied embedding's gradient: param.grad, its fp32 accumulation, the sum
+        end = {"grads16": 2 * psi / n, "buckets": 2 * rbs * (2 if overlap else 1), "embedding_grad": 6 * embedding}
+    else:  # ZeRO-3 reduces into the partition and ipg bucket already counted between steps
+        end = {}
+    backward_end = {**base, **end, "gathered": gathered}
+    backward = max(backward_start, backward_end, key=lambda d: sum(d.values()))
+
+    # Optimizer step
+    if s.offload_optimizer == "cpu":
+        step_terms = {}  # DeepSpeedCPUAdam on the host; the updated 16-bit partition is copied in place
+    elif s.stage == 0:
+        # fused_optimizer.py:286-291: p.grad.to(fp32) for every parameter, then their flattened copy
+        step_terms = {"grads16": 2 * psi, "step_grads": 8 * psi}
+    elif s.stage in (1, 2):
+        # stage_1_and_2.py: grads_in_partition (:2192), flatten_dense_tensors_aligned (:1399) and
+        # single_grad_partition = ....to(fp32) (:3118), all this rank's partition
+        step_terms = {"grads16": 2 * psi / n, "step_grads": 6 * psi / n}
+    else:
+        # stage3.py _prepare_fp32_grad_for_sub_group: flatten (bf16) then .to(fp32), one sub-group at a time
+        step_terms = {"step_grads": 6 * min(zero.sub_group_size, -(-psi // n))}
+    step = {**base, **step_terms}
+    return Peak(setup, arch, micro_batch, seq, checkpointing, states,
+                {"forward": forward, "backward": backward, "step": step})
+
+
+# Each peak term in one of the calculator's bar categories (formulas.CATEGORIES)
+_CATEGORY = {"activations": "activations", "logits": "activations", "logits_fp32": "activations",
+             "log_softmax": "activations", "loss_grads": "activations", "grads16": "step", "buckets": "step",
+             "embedding_grad": "step", "step_grads": "step", "gathered": "params"}
+
+
+def by_category(pk: Peak) -> dict:
+    """The terms at the peak in the calculator's categories (the bars of the widget and the plots)."""
+    out: dict = {}
+    for term, value in pk.peak_terms.items():
+        cat = _CATEGORY.get(term, term)
+        out[cat] = out.get(cat, 0) + value
+    return out
+
+
+def bar(est: Estimate, pk: Peak) -> dict:
+    """A family's between-steps estimate with the step's additions from :func:`peak` on top: one stacked bar."""
+    states = pk.states.gpu
+    extra = {c: v - states.get(c, 0) for c, v in by_category(pk).items()}
+    out = {c: v for c, v in est.gpu.items()}
+    for cat in ("params", "step", "activations"):
+        if extra.get(cat, 0) > 0:
+            out[cat] = out.get(cat, 0) + extra[cat]
+    return out
+
+
+def peak_of(arch: Arch, gpus: int = 1, stage: int = 0, micro_batch: int = 1, seq: int | None = None,
+            checkpointing: bool = False, offload_optimizer: str = "none", offload_param: str = "none",
+            gpus_per_node: int | None = None, zero: Zero = DEFAULT_ZERO, grad_accum: int = 1) -> Peak:
+    """:func:`peak` of a model shape (``seq`` defaults to the shape's training length)."""
+    setup = arch_setup(arch, gpus, stage, gpus_per_node, offload_optimizer, offload_param, zero.reduce_bucket_size)
+    return peak(setup, arch, micro_batch, arch.seq if seq is None else seq, checkpointing, zero, grad_accum)
