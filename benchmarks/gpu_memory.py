@@ -22,7 +22,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from dscourse.measure import record_run, threads_per_rank  # noqa: E402
 from dscourse.provenance import environment  # noqa: E402
 
-
 VARIANTS = [  # (stage, offload_optimizer, offload_param)
     (0, "none", "none"), (1, "none", "none"), (2, "none", "none"), (3, "none", "none"),
     (1, "cpu", "none"), (2, "cpu", "none"), (3, "cpu", "none"), (3, "cpu", "cpu"),

@@ -36,7 +36,7 @@ def counted_vs_formula(rec: dict) -> list[list]:
     est = estimate(setup_of(rec), "allocated")
     per_node = setup_of(rec).per_node
     held: dict = {}
-    for device, cats in rec["held_after_step"].items():
+    for cats in rec["held_after_step"].values():
         for cat, n in cats.items():
             held[cat] = held.get(cat, 0) + n
     rows = []

@@ -4,7 +4,8 @@ accelerate's own functions, and the measured GPU data."""
 import itertools
 
 import pytest
-from hypothesis import given, settings, strategies as st
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from dscourse.memory import FORMULAS, FormulaError, Setup, estimate, estimate_all
 from dscourse.memory.formulas import CUDA_WORKSPACE

@@ -7,7 +7,7 @@ import pytest
 
 pytest.importorskip("plotly")
 
-from dscourse.memory import PRESETS, CATEGORIES, estimate, peak_of  # noqa: E402
+from dscourse.memory import CATEGORIES, PRESETS, estimate, peak_of  # noqa: E402
 from dscourse.memory.peak import bar  # noqa: E402
 from dscourse.plots import comm_explorer, loss_scale_explorer, memory_explorer  # noqa: E402
 

@@ -1,6 +1,6 @@
 """The memory calculator widget: set controls as a reader would, read what it shows."""
 
-from dscourse.memory import FormulaError, PRESETS, Setup, estimate
+from dscourse.memory import PRESETS, FormulaError, Setup, estimate
 from dscourse.widgets import FREE, MemoryCalculator
 
 

@@ -21,8 +21,8 @@ from __future__ import annotations
 
 import math
 import statistics
-from itertools import pairwise
 from dataclasses import dataclass
+from itertools import pairwise
 
 from ..comm import step_time
 from .formulas import FormulaError
