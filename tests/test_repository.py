@@ -106,14 +106,18 @@ def test_setup_cell_failed_install_is_one_line_with_the_fix(bare_python):
     assert proc.stdout.strip() == "Setup: installing DeepSpeed 0.19.8 ..."
 
 
-def test_every_notebook_starts_with_the_generated_setup_cell():
+def test_every_notebook_is_built_from_its_source():
+    """A committed notebook's cells are its source's (notebooks/src/NN.py), with the badge and the generated setup
+    cell: an edit to a source, the setup cell or _config.yml's repository must be rebuilt (tools/notebooks.py all)."""
     nbtool = _tools_notebooks()
-    expected = nbtool.setup_cell()
-    repository = nbtool.repository()[0]
-    for path in sorted((ROOT / "notebooks").glob("*.ipynb")):
-        cells = json.loads(path.read_text(encoding="utf-8"))["cells"]
-        setup = next(c for c in cells if c["cell_type"] == "code")
-        assert "".join(setup["source"]) == expected.source, f"{path.name}: rebuild with tools/notebooks.py"
-        assert f'REPOSITORY = "{repository}"' in expected.source and "{{" not in expected.source
-        assert "remove-cell" in setup["metadata"]["tags"]
-        assert not [o for o in setup.get("outputs", []) if o.get("output_type") != "stream" or o.get("text")]
+    setup = nbtool.setup_cell()
+    assert f'REPOSITORY = "{nbtool.repository()[0]}"' in setup.source and "{{" not in setup.source
+    names = sorted(p.stem for p in (ROOT / "notebooks" / "src").glob("*.py"))
+    assert names == sorted(p.stem for p in (ROOT / "notebooks").glob("*.ipynb"))
+    for name in names:
+        cells = json.loads((ROOT / "notebooks" / f"{name}.ipynb").read_text(encoding="utf-8"))["cells"]
+        built = nbtool.cells_of(name)
+        assert ["".join(c["source"]) for c in cells] == [c.source for c in built], f"{name}: rebuild it"
+        assert [c["cell_type"] for c in cells] == [c.cell_type for c in built]
+        assert cells[2]["metadata"]["tags"] == ["remove-cell"]  # the book shows no setup machinery
+        assert not [o for o in cells[2].get("outputs", []) if o.get("text") or o.get("data")], f"{name}: setup printed"

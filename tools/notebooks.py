@@ -92,9 +92,9 @@ def parse_percent(text: str) -> list:
     return cells
 
 
-def build(name: str) -> Path:
+def cells_of(name: str) -> list:
+    """The cells of notebook ``name`` as built from its source (no outputs): title, Colab badge, setup, the rest."""
     src = SRC_DIR / f"{name}.py"
-    # The Colab setup cells install this repository: its address lives only in _config.yml.
     cells = parse_percent(src.read_text(encoding="utf-8").replace("{{repository}}", repository()[0]))
     target = f"{name}.ipynb"
     section = section_page(name)  # the page this notebook belongs to: a link back from the notebook
@@ -103,13 +103,17 @@ def build(name: str) -> Path:
         "本地运行：`pip install -r requirements.txt -e .`，然后 `jupyter lab`"
         + (f"　·　本节正文：[{section[0]}]({section[1]})" if section else ""))
     badge.metadata["tags"] = ["colab-link"]
-    nb = nbformat.v4.new_notebook(cells=[cells[0], badge, setup_cell(), *cells[1:]])
+    return [cells[0], badge, setup_cell(), *cells[1:]]
+
+
+def build(name: str) -> Path:
+    nb = nbformat.v4.new_notebook(cells=cells_of(name))
     nb.metadata.update({"kernelspec": {"name": "python3", "display_name": "Python 3", "language": "python"},
                         "language_info": {"name": "python"},
                         "colab": {"provenance": [], "toc_visible": True}})
     for i, cell in enumerate(nb.cells):
         cell["id"] = f"{name[:2]}-{i:03d}"  # stable ids keep diffs small
-    path = NB_DIR / target
+    path = NB_DIR / f"{name}.ipynb"
     nbformat.write(nb, path)
     return path
 
