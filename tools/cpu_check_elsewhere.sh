@@ -13,7 +13,8 @@ mkdir -p "$out"
 site=/tmp/dscourse-site
 python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target "$site" "$wheels"/*.whl \
   || { echo "installing the carried wheels failed" | tee "$out/pytest.log"; exit 1; }
-export PYTHONPATH="$PWD:$site" CUDA_VISIBLE_DEVICES="" HF_HUB_OFFLINE=1 PYTHONUNBUFFERED=1
+# DS_ACCELERATOR=cpu as well: the deepspeed launcher sets CUDA_VISIBLE_DEVICES for its ranks itself
+export PYTHONPATH="$PWD:$site" CUDA_VISIBLE_DEVICES="" DS_ACCELERATOR=cpu HF_HUB_OFFLINE=1 PYTHONUNBUFFERED=1
 export PATH="$site/bin:$PATH"
 python3 -c "import torch, deepspeed, transformers, nbval; print('torch', torch.__version__, 'deepspeed', deepspeed.__version__, 'transformers', transformers.__version__)" \
   >> "$out/cpu.txt" 2>&1
