@@ -82,3 +82,58 @@ def test_bad_shapes_say_why():
         peak_of(PRESETS["Llama-2-7B"], seq=0)
     with pytest.raises(FormulaError, match="positions"):
         peak_of(arch_from_file(hf_presets()["gpt2-large"]), seq=2048)
+
+
+def _check_points():
+    import json
+
+    from dscourse import package_path
+
+    data = json.loads(package_path("data", "gpu_peak_checks_h200.json").read_text())
+    return data["provenance"], data["points"]
+
+
+def _measured_peak(point, key="peak"):
+    return max(max(s[phase][key] for phase in ("forward", "backward", "step_phase")) for s in point["steps"])
+
+
+def test_planner_checks_without_accumulation_measure_what_the_peak_model_says():
+    """The planner's picks measured on the H200 (gpu_peak_checks_h200.json): without gradient accumulation the
+    measured peak is the predicted one. With accumulation the model is low (13.18 vs 9.71 GB, 7.18 vs 5.17 GB: an
+    fp32 accumulation buffer from the second micro-batch on, not modelled yet): those picks are not asserted here."""
+    prov, points = _check_points()
+    assert "H200" in prov["gpu"] and prov["deepspeed"] == "0.19.8"
+    presets = hf_presets()
+    checks = [p for p in points if "budget" in p]
+    assert len(checks) == 3
+    for p in checks:
+        predicted = peak_of(arch_from_file(presets[p["model"]]), 1, p["stage"], p["micro_batch"], p["seq"],
+                            p["checkpointing"], p["offload_optimizer"], p["offload_param"],
+                            grad_accum=p["grad_accum"]).peak_bytes
+        error = (predicted - _measured_peak(p)) / _measured_peak(p)
+        if p["grad_accum"] == 1:
+            assert abs(error) < 0.01, (p["model"], error)
+            assert _measured_peak(p, "reserved_peak") < p["budget"]
+        else:
+            assert error < -0.2, (p["model"], error)  # the known gap: when it closes, assert the fit instead
+
+
+def test_expandable_segments_keep_the_allocated_peak_and_shrink_the_reserved_excess():
+    """Llama-3.2-1B at ZeRO-0/2/3/3+oo rerun with PYTORCH_CUDA_ALLOC_CONF=expandable_segments:True."""
+    _, points = _check_points()
+    _, grid = load_peak_runs()
+
+    def key(p):
+        return p["model"], p["variant"], p["micro_batch"], p["seq"], p["checkpointing"]
+
+    plain = {key(p): p for p in grid if not p.get("alloc_conf")}
+    reruns = [p for p in points if p.get("alloc_conf") == "expandable_segments:True"]
+    assert len(reruns) == 16
+    excess = {"plain": [], "expandable": []}
+    for p in reruns:
+        base = plain[key(p)]
+        assert abs(_measured_peak(p) / _measured_peak(base) - 1) < 1e-3
+        excess["plain"].append(_measured_peak(base, "reserved_peak") / _measured_peak(base) - 1)
+        excess["expandable"].append(_measured_peak(p, "reserved_peak") / _measured_peak(p) - 1)
+    # reserved above allocated, mean over the 16 points: 24.6% without, 12.6% with; worst 58.6% and 45.3%
+    assert max(excess["expandable"]) < max(excess["plain"]) and sum(excess["expandable"]) < 0.6 * sum(excess["plain"])
