@@ -61,11 +61,21 @@ def course_wheel(py: Path, into: Path) -> Path:
 
 
 def _texts(cell) -> list[str]:
-    out = []
+    """A cell's text outputs as nbval compares them: widget views (whose text repr differs between ipywidgets 7
+    and 8) left out, and a stream's consecutive chunks joined (kernels flush them at different points)."""
+    out, last_stream = [], None
     for o in cell.get("outputs", []):
+        if "application/vnd.jupyter.widget-view+json" in o.get("data", {}):
+            continue
         if o.get("output_type") == "stream":
-            out.append(o.get("text", ""))
-        elif "data" in o and "text/plain" in o["data"]:
+            if last_stream == o.get("name"):
+                out[-1] += o.get("text", "")
+            else:
+                out.append(o.get("text", ""))
+            last_stream = o.get("name")
+            continue
+        last_stream = None
+        if "data" in o and "text/plain" in o["data"]:
             out.append(o["data"]["text/plain"])
         elif o.get("output_type") == "error":
             out.append(f"{o.get('ename')}: {o.get('evalue')}")
@@ -99,6 +109,7 @@ def run_notebook(path: Path, env: dict, workdir: Path, timeout: int) -> dict:
                and nb.cells[i].get("execution_count") and _texts(nb.cells[i]) != _texts(committed.cells[i])]
     return {"notebook": path.name, "ok": error is None, "error": error, "code_cells": len(code), "ran": ran,
             "seconds": round(time.time() - t0, 1), "outputs_differ_in_cells": differs,
+            "differences": {i: {"committed": _texts(committed.cells[i]), "here": _texts(nb.cells[i])} for i in differs},
             "setup_output": "".join(_texts(nb.cells[code[0]])).strip()}
 
 
