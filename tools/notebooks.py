@@ -3,6 +3,7 @@
     python tools/notebooks.py build            # notebooks/src/*.py  ->  notebooks/*.ipynb (no outputs)
     python tools/notebooks.py execute [NAME]   # run top to bottom in place, store widget state
     python tools/notebooks.py all [NAME]       # both
+    python tools/notebooks.py tidy [NAME]      # drop log lines and machine paths from ignored outputs
 
 Sources use the percent format: ``# %%`` starts a code cell, ``# %% [markdown]`` a Markdown cell
 whose lines start with ``# ``; ``{{repository}}`` stands for the repository's address. The Colab link of each notebook
@@ -118,6 +119,31 @@ def build(name: str) -> Path:
     return path
 
 
+# What a reader should not see in the book: DeepSpeed's timestamped log lines and this machine's paths. Only cells
+# whose output nbval ignores are tidied (a compared output must stay exactly what the cell prints).
+_LOG_LINE = re.compile(r"^\[\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d+\] \[[A-Z]+\] .*\n?", re.M)
+_WORK_DIR = re.compile(r"/tmp/dscourse-[\w.-]+")
+
+
+def tidy(nb) -> int:
+    """Remove log lines and machine paths from the outputs of ``# NBVAL_IGNORE_OUTPUT`` cells; how many changed."""
+    changed = 0
+    for cell in nb.cells:
+        if cell.cell_type != "code" or "NBVAL_IGNORE_OUTPUT" not in cell.source:
+            continue
+        for out in cell.get("outputs", []):
+            key, holder = ("text", out) if "text" in out else ("text/plain", out.get("data", {}))
+            text = holder.get(key)
+            if not isinstance(text, str):
+                continue
+            new = _LOG_LINE.sub("", text).replace(sys.executable, "python").replace(str(ROOT) + "/", "")
+            new = _WORK_DIR.sub("$WORK", new)
+            if new != text:
+                holder[key], changed = new, changed + 1
+        cell.outputs = [o for o in cell.get("outputs", []) if not (o.get("output_type") == "stream" and not o.get("text"))]
+    return changed
+
+
 def execute(name: str, timeout: int = 900) -> float:
     from nbclient import NotebookClient
 
@@ -128,11 +154,19 @@ def execute(name: str, timeout: int = 900) -> float:
     t0 = time.time()
     NotebookClient(nb, timeout=timeout, kernel_name="python3", store_widget_state=True,
                    resources={"metadata": {"path": str(NB_DIR)}}).execute()
+    tidy(nb)
     nbformat.write(nb, path)
     return time.time() - t0
 
 
 def main(argv: list[str]) -> int:
+    if argv and argv[0] == "tidy":  # outputs already committed: tidy them without re-executing
+        for name in argv[1:] or sorted(p.stem for p in SRC_DIR.glob("*.py")):
+            path = NB_DIR / f"{name}.ipynb"
+            nb = nbformat.read(path, as_version=4)
+            print(f"tidied {tidy(nb)} outputs of {name}")
+            nbformat.write(nb, path)
+        return 0
     if not argv or argv[0] not in ("build", "execute", "all"):
         print(__doc__)
         return 2
