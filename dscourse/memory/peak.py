@@ -18,6 +18,11 @@ step      model states + the optimizer's temporaries: the fp32 copy of the gradi
           (all of them at ZeRO-0, this rank's partition at ZeRO-1/2, one ``sub_group_size`` at ZeRO-3);
           with optimizer offload the step runs on the CPU and adds nothing on the GPU.
 
+With gradient accumulation (``grad_accum`` > 1) every micro-step after the first runs its forward and
+backward on top of what the earlier ones left (:func:`accumulation_terms`): the 16-bit gradients at
+ZeRO-0/1 and, at ZeRO-1, the reduce bucket (with or without optimizer offload); the gradient partition
+at ZeRO-2; nothing at ZeRO-2 + optimizer offload (it accumulates on the host) or ZeRO-3.
+
 The training loop is assumed to keep only the loss (``loss = engine(...).loss``); keeping the whole
 output also keeps the bf16 logits through backward (2 bytes × tokens × vocabulary more).
 Pure Python: no torch import.
@@ -45,6 +50,7 @@ TERM_LABELS = {
     "log_softmax": "fp32 log-softmax (saved)", "loss_grads": "loss and log-softmax gradients",
     "grads16": "16-bit gradients", "buckets": "reduce buckets", "embedding_grad": "embedding gradient (transient)",
     "step_grads": "optimizer step: flat / fp32 gradients", "gathered": "ZeRO-3 gathered parameters",
+    "grads_accum": "accumulated gradient partition",
 }
 
 
@@ -134,6 +140,48 @@ def arch_setup(a: Arch, gpus: int = 1, stage: int = 0, gpus_per_node: int | None
                  persistent_params=persistent, reduce_bucket_size=reduce_bucket_size)
 
 
+def accumulation_terms(setup: Setup, zero: Zero = DEFAULT_ZERO) -> dict:
+    """Bytes per GPU that gradient accumulation keeps between the micro-steps of one optimizer step, by term.
+
+    Held from the first micro-step's backward to the boundary's, so through every later forward and backward
+    (and the no-op ``engine.step()`` between them). DeepSpeed 0.19.8, bf16, ``data_types.grad_accum_dtype``
+    unset (it defaults to the model's dtype, engine.py:1806, so ``use_grad_accum_attribute`` is off,
+    stage_1_and_2.py:401); counted tensor by tensor in a real engine by ``tests/test_peak_engine.py``:
+
+    - ZeRO-0: ``param.grad``, every 16-bit gradient: the engine reduces only at the boundary (engine.py:3088)
+      and autograd accumulates into it. 2Ψ.
+    - ZeRO-1, with or without optimizer offload: the same ``param.grad`` (stage 1 reduces only at the boundary:
+      engine.py:3088, stage_1_and_2.py:2293), and the ipg bucket that the first gradient hook allocates
+      (``setup_buckets``: ``reduce_bucket_size`` bf16 elements, :3266; a second with overlap_comm, :3275), which
+      only the backward epilogue frees (``_release_ipg_buffers``, :924, called at :1061), and at stage 1 that runs
+      at the boundary only. 2Ψ + 2 × reduce_bucket_size.
+    - ZeRO-2: ``all_grad_tensors`` (:1039), the accumulated partition: views of the ``grads_in_partition`` of
+      the first micro-step (:2192), bf16, 2Ψ/N (the epilogue frees the bucket every micro-step). With optimizer
+      offload it accumulates on the host (``accumulated_grads_in_cpu``, :1824, ``self.device`` = 'cpu' :278,
+      see :func:`accumulation_host_bytes`) through the staging buffer counted between steps: nothing more here.
+    - ZeRO-3 accumulates into the gradient partition it holds between steps (stage3.py:791, :2024-2039): nothing.
+    """
+    s, psi = setup, setup.params
+    if s.stage == 0:
+        return {"grads16": 2 * psi}
+    if s.stage == 1:
+        buckets = 2 if zero.overlap_comm else 1  # overlap_comm defaults to off below stage 3
+        return {"grads16": 2 * psi, "buckets": 2 * zero.reduce_bucket_size * buckets}
+    if s.stage == 2 and s.offload_optimizer == "none":
+        return {"grads_accum": 2 * psi / s.gpus}
+    return {}
+
+
+def accumulation_host_bytes(setup: Setup) -> float:
+    """Host bytes per rank that gradient accumulation adds: ZeRO-2 + optimizer offload keeps a bf16 copy of every
+    gradient of its partition (``accumulated_grads_in_cpu``, stage_1_and_2.py:1824, :1853), allocated at the first
+    accumulated micro-step and kept. ZeRO-1 accumulates on the GPU (:func:`accumulation_terms`), ZeRO-3 in its
+    host partition, counted between steps."""
+    if setup.stage == 2 and setup.offload_optimizer == "cpu":
+        return 2 * setup.params / setup.gpus
+    return 0
+
+
 @dataclass
 class Peak:
     """Bytes per GPU by term in each phase of a step; ``states`` is what stays between steps."""
@@ -145,6 +193,7 @@ class Peak:
     checkpointing: bool
     states: Estimate
     phases: dict = field(default_factory=dict)
+    host_extra: float = 0  # host bytes per rank beyond the model states (gradient accumulation)
 
     def phase_bytes(self, phase: str) -> int:
         return round(sum(self.phases[phase].values()))
@@ -167,7 +216,7 @@ class Peak:
 
     @property
     def cpu_bytes(self) -> int:
-        return self.states.cpu_bytes or 0
+        return (self.states.cpu_bytes or 0) + round(self.host_extra * self.setup.per_node)
 
     def as_dict(self) -> dict:
         return {"gpu_bytes": self.gpu_bytes, "peak_gpu_bytes": self.peak_bytes, "peak_phase": self.peak_phase,
@@ -181,9 +230,8 @@ def peak(setup: Setup, arch: Arch, micro_batch: int, seq: int, checkpointing: bo
          zero: Zero = DEFAULT_ZERO, grad_accum: int = 1) -> Peak:
     """The step's per-GPU memory, phase by phase and term by term. The one function every front end calls.
 
-    With ``grad_accum`` > 1 the later micro-steps run forward and backward with the gradients accumulated so
-    far still held: ZeRO-0/1 every 16-bit gradient, ZeRO-2 this rank's partition and its reduce bucket
-    (ZeRO-3 accumulates into the partition counted between steps; offload, on the host).
+    With ``grad_accum`` > 1 the later micro-steps run forward and backward with what the earlier ones left
+    (:func:`accumulation_terms`); ZeRO-2 + optimizer offload keeps its accumulated gradients on the host.
     """
     if isinstance(grad_accum, bool) or not isinstance(grad_accum, int) or grad_accum < 1:
         raise FormulaError(f"gradient accumulation must be a whole number ≥ 1, not {grad_accum!r}")
@@ -208,11 +256,7 @@ def peak(setup: Setup, arch: Arch, micro_batch: int, seq: int, checkpointing: bo
     partitioned = s.stage == 3 and (n > 1 or s.offload_param == "cpu")
     gathered = 2 * min(zero.max_live_parameters, psi - s.persistent_params) if partitioned else 0
 
-    held = {}  # what earlier micro-steps of an accumulated step leave
-    if grad_accum > 1 and s.offload_optimizer == "none" and s.stage < 3:
-        held = {"grads16": 2 * psi / (n if s.stage == 2 else 1)}
-        if s.stage == 2:
-            held["buckets"] = 2 * rbs * (2 if overlap else 1)
+    held = accumulation_terms(s, zero) if grad_accum > 1 else {}  # what earlier micro-steps leave
     forward = {**base, **held, "activations": acts, "log_softmax": 4 * u, "logits": 2 * u, "logits_fp32": 4 * u,
                "gathered": gathered}
     backward_start = {**base, **held, "activations": acts, "log_softmax": 4 * u, "loss_grads": 8 * u,
@@ -235,7 +279,9 @@ def peak(setup: Setup, arch: Arch, micro_batch: int, seq: int, checkpointing: bo
         end = {"grads16": 2 * psi / n, "buckets": 2 * rbs * (2 if overlap else 1), "embedding_grad": 6 * embedding}
     else:  # ZeRO-3 reduces into the partition and ipg bucket already counted between steps
         end = {}
-    backward_end = {**base, **end, "gathered": gathered}
+    # ZeRO-2 accumulating: this backward's new grads_in_partition beside the accumulated partition until the
+    # epilogue adds them (stage_1_and_2.py:1045). ZeRO-0/1's accumulated gradients are the param.grad of `end`.
+    backward_end = {**base, **end, "grads_accum": held.get("grads_accum", 0), "gathered": gathered}
     backward = max(backward_start, backward_end, key=lambda d: sum(d.values()))
 
     # Optimizer step
@@ -251,15 +297,17 @@ def peak(setup: Setup, arch: Arch, micro_batch: int, seq: int, checkpointing: bo
     else:
         # stage3.py _prepare_fp32_grad_for_sub_group: flatten (bf16) then .to(fp32), one sub-group at a time
         step_terms = {"step_grads": 6 * min(zero.sub_group_size, -(-psi // n))}
-    step = {**base, **step_terms}
+    # engine.step() before the boundary updates nothing, with the accumulated terms still held
+    step = max({**base, **step_terms}, {**base, **held}, key=lambda d: sum(d.values()))
     return Peak(setup, arch, micro_batch, seq, checkpointing, states,
-                {"forward": forward, "backward": backward, "step": step})
+                {"forward": forward, "backward": backward, "step": step},
+                accumulation_host_bytes(s) if grad_accum > 1 else 0)
 
 
 # Each peak term in one of the calculator's bar categories (formulas.CATEGORIES)
 _CATEGORY = {"activations": "activations", "logits": "activations", "logits_fp32": "activations",
              "log_softmax": "activations", "loss_grads": "activations", "grads16": "step", "buckets": "step",
-             "embedding_grad": "step", "step_grads": "step", "gathered": "params"}
+             "embedding_grad": "step", "step_grads": "step", "gathered": "params", "grads_accum": "step"}
 
 
 def by_category(pk: Peak) -> dict:
