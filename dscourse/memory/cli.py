@@ -61,6 +61,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--micro-batch", type=positive_int, default=1, help="micro-batch per GPU, for the peak")
     p.add_argument("--checkpointing", action="store_true", help="activation checkpointing (transformers' "
                    "gradient_checkpointing_enable, non-reentrant)")
+    p.add_argument("--grad-accum", type=positive_int, default=1, help="gradient accumulation steps, for the peak "
+                   "(what the micro-steps before the boundary keep)")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     return p
 
@@ -107,12 +109,15 @@ def run(argv=None) -> dict | str:
     """Parse ``argv`` and return the JSON object (``--json``) or the text table."""
     args = build_parser().parse_args(argv)
     setup, arch = _setup(args)
-    step = peak(setup, arch, args.micro_batch, args.seq, args.checkpointing) if args.seq else None
+    step = peak(setup, arch, args.micro_batch, args.seq, args.checkpointing, grad_accum=args.grad_accum) \
+        if args.seq else None
     if args.json:
         name = args.formula or "allocated"
         result = estimate(setup, name).as_dict()
         if step is not None:
             result.update({k: v for k, v in step.as_dict().items() if k not in ("gpu_bytes", "cpu_bytes")})
+            if name == "allocated":  # with the host's share of gradient accumulation
+                result["cpu_bytes"] = step.cpu_bytes
             result["activation_bytes"] = activation_bytes(arch, args.seq, args.micro_batch,
                                                           checkpointing=args.checkpointing)
         if args.formula is None:
@@ -144,7 +149,8 @@ def peak_table(step: Peak) -> str:
     """The step's phases, and the terms at its peak (``allocated`` family, bf16, the loop keeps only the loss)."""
     at = step.peak_phase
     head = (f"Peak during a training step: {step.arch.name}, micro-batch {step.micro_batch} × {step.seq} tokens, "
-            f"activation checkpointing {'on' if step.checkpointing else 'off'}")
+            f"activation checkpointing {'on' if step.checkpointing else 'off'}"
+            + (f", gradient accumulation {step.grad_accum}" if step.grad_accum > 1 else ""))
     phases = text_table(["phase", "GPU/rank"], [[p + ("  <- peak" if p == at else ""), format_bytes(step.phase_bytes(p))]
                                                 for p in PHASES])
     terms = sorted(step.peak_terms.items(), key=lambda kv: -kv[1])

@@ -37,9 +37,9 @@ class Fit:
 
 def plan(arch: Arch, gpus: int, stage: int, seq: int, micro_batch: int = 1, checkpointing: bool = True,
          offload_optimizer: str = "none", offload_param: str = "none", gpus_per_node: int | None = None,
-         zero: Zero = DEFAULT_ZERO) -> Fit:
+         zero: Zero = DEFAULT_ZERO, grad_accum: int = 1) -> Fit:
     return Fit(peak_of(arch, gpus, stage, micro_batch, seq, checkpointing, offload_optimizer, offload_param,
-                       gpus_per_node, zero))
+                       gpus_per_node, zero, grad_accum))
 
 
 def fewest_gpus(arch: Arch, gpu_bytes: float, stage: int, seq: int, micro_batch: int = 1,

@@ -194,6 +194,7 @@ class Peak:
     states: Estimate
     phases: dict = field(default_factory=dict)
     host_extra: float = 0  # host bytes per rank beyond the model states (gradient accumulation)
+    grad_accum: int = 1
 
     def phase_bytes(self, phase: str) -> int:
         return round(sum(self.phases[phase].values()))
@@ -223,7 +224,7 @@ class Peak:
                 "peak_terms": self.peak_terms, "cpu_bytes": self.cpu_bytes,
                 "phases": {p: self.phase_bytes(p) for p in PHASES},
                 "micro_batch": self.micro_batch, "seq": self.seq, "checkpointing": self.checkpointing,
-                "model": self.arch.name, "family": self.arch.family, "params": self.arch.params}
+                "grad_accum": self.grad_accum, "model": self.arch.name, "family": self.arch.family, "params": self.arch.params}
 
 
 def peak(setup: Setup, arch: Arch, micro_batch: int, seq: int, checkpointing: bool = False,
@@ -301,7 +302,7 @@ def peak(setup: Setup, arch: Arch, micro_batch: int, seq: int, checkpointing: bo
     step = max({**base, **step_terms}, {**base, **held}, key=lambda d: sum(d.values()))
     return Peak(setup, arch, micro_batch, seq, checkpointing, states,
                 {"forward": forward, "backward": backward, "step": step},
-                accumulation_host_bytes(s) if grad_accum > 1 else 0)
+                accumulation_host_bytes(s) if grad_accum > 1 else 0, grad_accum)
 
 
 # Each peak term in one of the calculator's bar categories (formulas.CATEGORIES)
