@@ -259,8 +259,8 @@ def jobs(args) -> list[dict]:
     out = []
     for c in json.loads(args.checks) if args.checks else []:  # a planner's picks, measured before the grid
         out.append({"model": c["model"], "variant": c["variant"], "sizes": [(c["micro_batch"], c["seq"])],
-                    "checkpointing": [c["checkpointing"]], "grad_accum": c["grad_accum"], "budget": c["budget"],
-                    "alloc_conf": "", "trace": False})
+                    "checkpointing": [c["checkpointing"]], "grad_accum": c["grad_accum"], "alloc_conf": "",
+                    "trace": False, **({"budget": c["budget"]} if "budget" in c else {})})
     if args.no_grid:
         return out + jobs_expandable(args)
     first = args.models[0]
@@ -302,8 +302,8 @@ def main(argv=None) -> int:
     p.add_argument("--deadline", type=float, default=540, help="seconds after which no worker starts")
     p.add_argument("--worker-timeout", type=float, default=150)
     p.add_argument("--no-expandable", dest="expandable", action="store_false")
-    p.add_argument("--checks", help="JSON list of planner picks to measure first: {model, variant, micro_batch, seq, "
-                   "checkpointing, grad_accum, budget}")
+    p.add_argument("--checks", help="JSON list of points to measure first: {model, variant, micro_batch, seq, "
+                   "checkpointing, grad_accum[, budget]}; a planner's pick carries the budget it was picked for")
     p.add_argument("--no-grid", action="store_true", help="only the --checks and the expandable_segments reruns")
     p.add_argument("--dry-run", action="store_true", help="tiny stand-ins of the models on the CPU")
     p.add_argument("--worker", help=argparse.SUPPRESS)

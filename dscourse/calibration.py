@@ -128,7 +128,7 @@ def peak_vs_measured(path=None) -> list[dict]:
     for p in points:
         arch = arch_from_file(presets[p["model"]])
         pk = peak_of(arch, 1, p["stage"], p["micro_batch"], p["seq"], p["checkpointing"], p["offload_optimizer"],
-                     p["offload_param"])
+                     p["offload_param"], grad_accum=p.get("grad_accum", 1))
         phases = {ph: max(s[key]["peak"] for s in p["steps"]) for ph, key in _PHASE_KEYS.items()}
         measured = max(phases.values())
         reserved = max(s[key]["reserved_peak"] for s in p["steps"] for key in _PHASE_KEYS.values())
