@@ -434,10 +434,11 @@ glue("frag_max", f"{100 * frag[-1]:.0f}%")
 # 用同一个峰值函数（留 20% 余量）和主机内存判断能否放下，按写明的代价模型（计算 + 通信 + 实测的 offload 代价，见
 # `dscourse.memory.planner`）排序，并给出由 4.2 节的构建器生成、通过检查器的 `ds_config.json`。
 #
-# **注意梯度累积**：在 H200 上实测了规划器的三个首选。不做梯度累积的那个（gpt2-large，12 GB 预算）实测峰值与预测一样，都是 7.49 GB；
-# 两个带梯度累积的（ZeRO-1 + optimizer offload，累积 4 步和 8 步）实测峰值比预测高 36% 和 39%：从第二个 micro-batch 起，
-# 显存里多了约每参数 4 字节（一个 fp32 的累积缓冲区），峰值模型还没有这一项。其中 8 GB 预算的那个，reserved 实测 8.41 GB，超过了预算。
-# 在这一项补上之前，梯度累积大于 1 的推荐要按每参数再加 4 字节自己核算：
+# **梯度累积**：累积边界之前的 micro-batch 会把张量留给后面的前向和反向，峰值模型按源码把它们算进去
+# （`dscourse.memory.peak.accumulation_terms`）：ZeRO-0/1 留下全部 bf16 梯度（2Ψ），ZeRO-1 还留下 1 GB 的 ipg 归约桶
+# （不论是否 offload）；ZeRO-2 留下梯度分片（2Ψ/N），加 offload 时在主机上累积；ZeRO-3 不多占。在 H200 上实测的规划器首选里，
+# 不做梯度累积的那个（gpt2-large，12 GB 预算）实测峰值与预测一样，都是 7.49 GB；两个带梯度累积的（ZeRO-1 + optimizer offload，
+# 累积 4 步和 8 步）没有这一项时预测低了 26% 和 28%，补上后差 0.003% 和 0.4%。下面是 8 张 24 GB GPU 上 Llama-3-8B 的规划：
 
 # %%
 from dscourse.memory.cli import run_plan
