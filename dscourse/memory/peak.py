@@ -151,8 +151,9 @@ def accumulation_terms(setup: Setup, zero: Zero = DEFAULT_ZERO) -> dict:
     - ZeRO-0: ``param.grad``, every 16-bit gradient: the engine reduces only at the boundary (engine.py:3088)
       and autograd accumulates into it. 2Ψ.
     - ZeRO-1, with or without optimizer offload: the same ``param.grad`` (stage 1 reduces only at the boundary:
-      engine.py:3088, stage_1_and_2.py:2293), and the ipg bucket that the first gradient hook allocates
-      (``setup_buckets``: ``reduce_bucket_size`` bf16 elements, :3266; a second with overlap_comm, :3275), which
+      engine.py:3088, stage_1_and_2.py:2294), and the ipg bucket that the first gradient hook allocates
+      (``setup_buckets``, with contiguous_gradients on as by default: ``reduce_bucket_size`` bf16 elements, :3266;
+      a second with overlap_comm, :3275), which
       only the backward epilogue frees (``_release_ipg_buffers``, :924, called at :1061), and at stage 1 that runs
       at the boundary only. 2Ψ + 2 × reduce_bucket_size.
     - ZeRO-2: ``all_grad_tensors`` (:1039), the accumulated partition: views of the ``grads_in_partition`` of
