@@ -153,9 +153,8 @@ def accumulation_terms(setup: Setup, zero: Zero = DEFAULT_ZERO) -> dict:
     - ZeRO-1, with or without optimizer offload: the same ``param.grad`` (stage 1 reduces only at the boundary:
       engine.py:3088, stage_1_and_2.py:2294), and the ipg bucket that the first gradient hook allocates
       (``setup_buckets``, with contiguous_gradients on as by default: ``reduce_bucket_size`` bf16 elements, :3266;
-      a second with overlap_comm, :3275), which
-      only the backward epilogue frees (``_release_ipg_buffers``, :924, called at :1061), and at stage 1 that runs
-      at the boundary only. 2Ψ + 2 × reduce_bucket_size.
+      a second with overlap_comm, :3275), which only the backward epilogue frees (``_release_ipg_buffers``, :924,
+      called at :1061), and at stage 1 that runs at the boundary only. 2Ψ + 2 × reduce_bucket_size.
     - ZeRO-2: ``all_grad_tensors`` (:1039), the accumulated partition: views of the ``grads_in_partition`` of
       the first micro-step (:2192), bf16, 2Ψ/N (the epilogue frees the bucket every micro-step). With optimizer
       offload it accumulates on the host (``accumulated_grads_in_cpu``, :1824, ``self.device`` = 'cpu' :278,
