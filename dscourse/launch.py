@@ -101,6 +101,12 @@ def run_ranks(module: str, args: list[str], nproc: int | None = 2, launcher: str
 def _reused_or_launched(module: str, args: list[str], out: Path, timeout: float, **launch) -> LaunchResult:
     """The session's stored result of this launch (its outputs copied here), or the launch, stored for next time."""
     key, outputs = runcache.launch_key(module, args, **launch)
+    with runcache.claim(key):
+        return _stored_or_launched(key, outputs, module, args, out, timeout, **launch)
+
+
+def _stored_or_launched(key: str, outputs: list[int], module: str, args: list[str], out: Path, timeout: float,
+                        **launch) -> LaunchResult:
     stored = runcache.load(key, args, outputs, out)
     if stored is not None:
         runcache.record(key, module, args, reused=True, seconds=0.0)

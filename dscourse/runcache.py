@@ -11,11 +11,13 @@ error, so a test of the failure sees the same message.
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import json
 import os
 import shutil
 import uuid
+from contextlib import contextmanager
 from pathlib import Path
 
 _PLACEHOLDER = "<output>"
@@ -58,6 +60,20 @@ def launch_key(module: str, args: list[str], env: dict | None = None, **launch) 
              [_part(arg) for arg in args]]
     outputs = [i for i, arg in enumerate(args) if _is_output(arg)]
     return hashlib.sha256(json.dumps(parts).encode()).hexdigest()[:32], outputs
+
+
+@contextmanager
+def claim(key: str):
+    """Hold this launch's lock: where tests run in parallel (pytest-xdist), a second identical launch waits for the
+    first and then reuses it instead of running beside it."""
+    root = cache_root()
+    if root is None:
+        yield
+        return
+    root.mkdir(parents=True, exist_ok=True)
+    with open(root / f".{key}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes, also if this process dies
+        yield
 
 
 def load(key: str, args: list[str], outputs: list[int], out: Path) -> dict | None:
