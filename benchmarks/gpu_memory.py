@@ -19,6 +19,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from dscourse.calibration import parse_variant  # noqa: E402
 from dscourse.measure import record_run, threads_per_rank  # noqa: E402
 from dscourse.provenance import environment  # noqa: E402
 
@@ -50,7 +51,7 @@ def main(argv=None) -> int:
 
     out = Path(args.out)
     data = json.loads(out.read_text()) if out.exists() else {"provenance": provenance(), "runs": []}
-    variants = VARIANTS if args.variants == "all" else [_parse_variant(v) for v in args.variants.split(",")]
+    variants = VARIANTS if args.variants == "all" else [parse_variant(v) for v in args.variants.split(",")]
     for shape in args.shapes:
         for mb in args.micro_batches:
             for stage, oo, op in variants:
@@ -65,11 +66,6 @@ def main(argv=None) -> int:
                       f"{r0.get('cuda_allocated_after_step')} peak={r0.get('cuda_peak_during_steps')} "
                       f"{'ERROR ' + run['error'][-300:] if 'error' in run else ''} ({run['wall_seconds']} s)", flush=True)
     return 0
-
-
-def _parse_variant(text: str):
-    parts = text.split("+")
-    return int(parts[0]), "cpu" if "oo" in parts else "none", "cpu" if "op" in parts else "none"
 
 
 if __name__ == "__main__":

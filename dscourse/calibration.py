@@ -22,6 +22,25 @@ def setup_of(rec: dict) -> Setup:
                  persistent_params=(rec.get("persistent_params") or 0) if rec["stage"] == 3 else 0)
 
 
+def parse_variant(text: str) -> tuple[int, str, str]:
+    """``"3+oo+op"`` -> ``(3, "cpu", "cpu")``: a ZeRO stage, ``+oo`` optimizer offload, ``+op`` parameter offload."""
+    stage, *flags = text.split("+")
+    if stage not in ("0", "1", "2", "3") or not set(flags) <= {"oo", "op"} or ("op" in flags and stage != "3"):
+        raise ValueError(f"{text!r} is not a ZeRO variant: a stage 0-3, then +oo (optimizer offload) and, "
+                         "for stage 3 only, +op (parameter offload), e.g. 2+oo or 3+oo+op")
+    return int(stage), "cpu" if "oo" in flags else "none", "cpu" if "op" in flags else "none"
+
+
+def variant_runs(ranks: list[dict]) -> dict[tuple[int, str, str], list[dict]]:
+    """``{(stage, offload_optimizer, offload_param): [rank 0's record, rank 1's, ...]}`` of a ``zero_memory
+    --variants`` launch."""
+    out: dict = {}
+    for rank in sorted(ranks, key=lambda r: r["rank"]):
+        for rec in rank["variants"]:
+            out.setdefault((rec["stage"], rec["offload_optimizer"], rec["offload_param"]), []).append(rec)
+    return out
+
+
 def variant_name(rec: dict) -> str:
     name = f"ZeRO-{rec['stage']}"
     if rec["offload_optimizer"] != "none":

@@ -36,15 +36,30 @@ def test_plain_config_file_is_the_builders_output():
     assert shown == build_config(2, micro_batch=2, world_size=2)
 
 
-@pytest.mark.parametrize("stage, oo, op", [(0, "none", "none"), (1, "none", "none"), (3, "none", "none"),
-                                           (2, "cpu", "none"), (3, "cpu", "cpu")])
-def test_builder_configs_train_with_plain_deepspeed(stage, oo, op, tmp_path):
-    path = tmp_path / "cfg.json"
-    path.write_text(json.dumps(build_config(stage, micro_batch=2, world_size=2, offload_optimizer=oo,
-                                            offload_param=op)))
-    rank0 = run_ranks("dscourse.scripts.train_step", ["--config", str(path), "--steps", "1"], nproc=2,
-                      timeout=600, out_dir=tmp_path / "out").ranks[0]
-    assert rank0["zero_stage"] == stage and rank0["losses"][0] > 0
+BUILDER_VARIANTS = [(0, "none", "none"), (1, "none", "none"), (3, "none", "none"), (2, "cpu", "none"),
+                    (3, "cpu", "cpu")]
+
+
+@pytest.fixture(scope="module")
+def builder_runs(tmp_path_factory):
+    """The builder's configs for BUILDER_VARIANTS, trained one after the other in one launch of 2 ranks."""
+    folder = tmp_path_factory.mktemp("builder")
+    paths = []
+    for stage, oo, op in BUILDER_VARIANTS:
+        paths.append(folder / f"zero{stage}-{oo}-{op}.json")
+        paths[-1].write_text(json.dumps(build_config(stage, micro_batch=2, world_size=2, offload_optimizer=oo,
+                                                     offload_param=op)))
+    ranks = run_ranks("dscourse.scripts.train_step", ["--config", *map(str, paths), "--steps", "1"], nproc=2,
+                      timeout=600, out_dir=folder / "out").ranks
+    rank0 = next(r for r in ranks if r["rank"] == 0)
+    return dict(zip(BUILDER_VARIANTS, rank0["configs"], strict=True))
+
+
+@pytest.mark.parametrize("variant", BUILDER_VARIANTS, ids=lambda v: "-".join(map(str, v)))
+def test_builder_configs_train_with_plain_deepspeed(builder_runs, variant):
+    run = builder_runs[variant]
+    assert run["zero_stage"] == variant[0] and run["losses"][0] > 0
+    assert run["offload_optimizer"] is (variant[1] == "cpu")
 
 
 def test_builder_hf_config_trains_through_the_trainer(tmp_path):

@@ -2,7 +2,7 @@
 
 import pytest
 
-from dscourse.calibration import counted_vs_formula
+from dscourse.calibration import counted_vs_formula, variant_runs
 from dscourse.launch import run_ranks
 
 pytestmark = pytest.mark.engine  # real engines and ranks: not in the fast loop (-m "not engine")
@@ -13,14 +13,15 @@ VARIANTS = [(0, "none", "none"), (1, "none", "none"), (2, "none", "none"), (3, "
 
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory):
-    """The four stages with the arguments notebook 01 launches them with (one launch each per test session)."""
+    """The four stages exactly as notebook 01 launches them (so one launch serves both in a test session), and the
+    two offload variants in a second launch."""
     out = {}
-    for stage, oo, op in VARIANTS:
-        offload = [] if oo == op == "none" else ["--offload-optimizer", oo, "--offload-param", op]
+    for variants in (["0", "1", "2", "3"], ["2+oo", "3+oo+op"]):
         res = run_ranks("dscourse.scripts.zero_memory",
-                        ["--shape", "gpt2-small-cpu", "--stage", str(stage), "--steps", "2", *offload],
-                        nproc=2, timeout=600, out_dir=tmp_path_factory.mktemp(f"s{stage}{oo}{op}"))
-        out[(stage, oo, op)] = res.ranks
+                        ["--shape", "gpt2-small-cpu", "--variants", *variants, "--steps", "2"],
+                        nproc=2, timeout=600, out_dir=tmp_path_factory.mktemp("zero"))
+        out.update(variant_runs(res.ranks))
+    assert sorted(out) == sorted(VARIANTS)
     return out
 
 

@@ -7,7 +7,8 @@ Without ``--trainer`` the file goes to ``deepspeed.initialize`` as it is (DeepSp
 hjson). With ``--trainer`` it goes to ``TrainingArguments(deepspeed=FILE)``, which fills every
 ``"auto"`` from the arguments, exactly as a reader's training script would. Each rank writes
 ``rank<N>.json``: the losses, the ZeRO stage and optimizer DeepSpeed really built, and the config
-values it ended up with.
+values it ended up with. Several files without ``--trainer`` build one engine after the other in the same
+ranks (``rank<N>.json`` then holds ``{"configs": [one record per file]}``): starting ranks costs more than the step.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ def parse_args(argv=None):
     from dscourse.models import SHAPES, learning_rate
 
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--config", required=True, help="the DeepSpeed config file to prove")
+    p.add_argument("--config", required=True, nargs="+", help="the DeepSpeed config file(s) to prove")
     p.add_argument("--trainer", action="store_true", help="go through the Hugging Face Trainer")
     p.add_argument("--shape", default="gpt2-tiny", choices=sorted(SHAPES))
     p.add_argument("--steps", type=int, default=2)
@@ -34,6 +35,8 @@ def parse_args(argv=None):
     p.add_argument("--out", required=True)
     p.add_argument("--local_rank", type=int, default=None, help=argparse.SUPPRESS)
     args = p.parse_args(argv)
+    if args.trainer and len(args.config) > 1:
+        p.error("--trainer proves one config per launch (the Trainer's Accelerate state is one per process)")
     args.lr = args.lr or learning_rate(args.shape)
     return args
 
@@ -59,13 +62,15 @@ def engine_summary(engine) -> dict:
     }
 
 
-def run_plain(args, shape, rank, world) -> dict:
+def run_plain(args, config: str, shape, rank, world) -> dict:
     import deepspeed
+    import torch
 
     from dscourse.models import build_model, synthetic_batch
 
+    torch.manual_seed(args.seed)  # every config of a launch starts from the same weights
     model = build_model(shape)
-    engine, *_ = deepspeed.initialize(model=model, model_parameters=model.parameters(), config=args.config)
+    engine, *_ = deepspeed.initialize(model=model, model_parameters=model.parameters(), config=config)
     losses = []
     for step in range(args.steps):
         ids = synthetic_batch(shape, engine.train_micro_batch_size_per_gpu(), step * world + rank, seed=args.seed)
@@ -73,17 +78,19 @@ def run_plain(args, shape, rank, world) -> dict:
         engine.backward(loss)
         engine.step()
         losses.append(loss.item())
-    return {"losses": losses, **engine_summary(engine)}
+    summary = engine_summary(engine)
+    engine.destroy()  # its hooks and buffers go before the next config's engine
+    return {"losses": losses, "config": config, **summary}
 
 
-def run_trainer(args, shape, rank, world) -> dict:
+def run_trainer(args, config: str, shape, rank, world) -> dict:
     from dscourse.scripts.hf_train import make_trainer
 
-    args.output_dir, args.save_steps = None, 0
+    args.config, args.output_dir, args.save_steps = config, None, 0
     trainer = make_trainer(args, shape, world)
     trainer.train()
     losses = [entry["loss"] for entry in trainer.state.log_history if "loss" in entry]
-    return {"losses": losses, **engine_summary(trainer.model_wrapped)}
+    return {"losses": losses, "config": config, **engine_summary(trainer.model_wrapped)}
 
 
 def main(argv=None) -> int:
@@ -93,8 +100,10 @@ def main(argv=None) -> int:
 
     rank, world, _ = init(args.seed)
     shape = SHAPES[args.shape]
-    result = (run_trainer if args.trainer else run_plain)(args, shape, rank, world)
-    result.update({"rank": rank, "world_size": world, "config": str(args.config), "trainer": args.trainer})
+    run = run_trainer if args.trainer else run_plain
+    results = [{**run(args, config, shape, rank, world), "rank": rank, "world_size": world, "trainer": args.trainer}
+               for config in args.config]
+    result = results[0] if len(results) == 1 else {"rank": rank, "world_size": world, "configs": results}
     finish(result, args.out, rank)
     return 0
 

@@ -7,6 +7,11 @@ Run it through a launcher, one process per rank, for example::
 Every rank writes ``rank<N>.json``: the bytes its engine holds by category (counted by
 :func:`dscourse.accounting.count_engine_bytes`), and on a GPU ``torch.cuda.memory_allocated()``
 after ``deepspeed.initialize``, after the last optimizer step, and the peak.
+
+``--variants 0 1 2 3 2+oo 3+oo+op`` builds one engine after the other in the same ranks (each from the same seed),
+and ``rank<N>.json`` holds ``{"variants": [one record per variant]}`` (read them with
+:func:`dscourse.calibration.variant_runs`): one launch instead of six, since starting ranks (torch, DeepSpeed and
+transformers imported in every one) costs more than training a tiny model.
 """
 
 from __future__ import annotations
@@ -19,6 +24,15 @@ import time
 from dscourse.scripts import finish, init
 
 
+def parse_variant(text: str) -> tuple[int, str, str]:
+    from dscourse.calibration import parse_variant
+
+    try:
+        return parse_variant(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+
+
 def parse_args(argv=None):
     from dscourse.models import SHAPES
 
@@ -28,6 +42,9 @@ def parse_args(argv=None):
     p.add_argument("--stage", type=int, default=2, choices=[0, 1, 2, 3], help="ZeRO stage")
     p.add_argument("--offload-optimizer", default="none", choices=["none", "cpu"])
     p.add_argument("--offload-param", default="none", choices=["none", "cpu"])
+    p.add_argument("--variants", nargs="+", type=parse_variant, default=None, metavar="VARIANT",
+                   help="several engines in one launch: stage, +oo optimizer offload, +op parameter offload "
+                        "(e.g. 0 1 2 3 2+oo 3+oo+op); replaces --stage and --offload-*")
     p.add_argument("--micro-batch", type=int, default=2)
     p.add_argument("--steps", type=int, default=2)
     p.add_argument("--seed", type=int, default=0)
@@ -40,6 +57,19 @@ def parse_args(argv=None):
 
 def main(argv=None) -> int:
     args = parse_args(argv)
+    rank, world, device = init(args.seed)
+    if args.variants is None:
+        result = run_variant(args, args.stage, args.offload_optimizer, args.offload_param, rank, world, device)
+    else:
+        result = {"rank": rank, "world_size": world,
+                  "variants": [run_variant(args, *v, rank, world, device) for v in args.variants]}
+    finish(result, args.out, rank)
+    return 0
+
+
+def run_variant(args, stage: int, offload_optimizer: str, offload_param: str, rank: int, world: int, device) -> dict:
+    import gc
+
     import deepspeed
     import torch
 
@@ -47,14 +77,13 @@ def main(argv=None) -> int:
     from dscourse.config import build_config
     from dscourse.models import SHAPES, build_model, count_params, persistent_params, synthetic_batch
 
-    rank, world, device = init(args.seed)
     cuda = device.type == "cuda"
-
-    cfg = build_config(args.stage, micro_batch=args.micro_batch, world_size=world,
-                       offload_optimizer=args.offload_optimizer, offload_param=args.offload_param,
+    torch.manual_seed(args.seed)  # every variant of a launch starts from the same weights
+    cfg = build_config(stage, micro_batch=args.micro_batch, world_size=world,
+                       offload_optimizer=offload_optimizer, offload_param=offload_param,
                        extra_zero=json.loads(args.zero_json))
     shape = SHAPES[args.shape]
-    if args.zero_init and args.stage == 3:
+    if args.zero_init and stage == 3:
         with deepspeed.zero.Init(config_dict_or_path=cfg):
             model = build_model(shape)
     else:
@@ -83,7 +112,7 @@ def main(argv=None) -> int:
         engine.step()
         losses.append(loss.item())
         if rank == 0:
-            print(f"stage {args.stage} step {step}: loss {loss.item():.4f}", flush=True)
+            print(f"stage {stage} step {step}: loss {loss.item():.4f}", flush=True)
     del loss
     if cuda:
         torch.cuda.synchronize()
@@ -94,8 +123,8 @@ def main(argv=None) -> int:
 
     result = {
         "rank": rank, "world_size": world, "shape": args.shape, "shape_spec": shape.as_dict(),
-        "stage": args.stage, "offload_optimizer": args.offload_optimizer, "offload_param": args.offload_param,
-        "zero_init": bool(args.zero_init and args.stage == 3), "zero_config": cfg["zero_optimization"],
+        "stage": stage, "offload_optimizer": offload_optimizer, "offload_param": offload_param,
+        "zero_init": bool(args.zero_init and stage == 3), "zero_config": cfg["zero_optimization"],
         "params": total_params, "largest_layer": largest_layer, "persistent_params": persistent,
         "micro_batch": args.micro_batch,
         "optimizer_class": type(engine.optimizer).__name__,
@@ -107,8 +136,10 @@ def main(argv=None) -> int:
         "cuda_forward_activations": forward_activations,
         "losses": losses, "seconds": seconds,
     }
-    finish(result, args.out, rank)
-    return 0
+    engine.destroy()  # its hooks and buffers go before the next variant's engine
+    del engine, model
+    gc.collect()
+    return result
 
 
 if __name__ == "__main__":

@@ -195,18 +195,19 @@ show(memory_explorer(formula="allocated", seq=2048, micro_batch=1, preset="Llama
 # 按存储去重后逐字节计数，与 `allocated` 公式对照。
 
 # %%
-from dscourse.calibration import counted_vs_formula, variant_name
+from dscourse.calibration import counted_vs_formula, variant_name, variant_runs
 from dscourse.launch import run_ranks
 
 shape = scale.model_shape()
+worlds = sorted({scale.ranks(), 4} if scale.scale() == "cpu" else {scale.ranks()})
 runs = {}
-for world in sorted({scale.ranks(), 4} if scale.scale() == "cpu" else {scale.ranks()}):
-    for stage in (0, 1, 2, 3):
-        result = run_ranks("dscourse.scripts.zero_memory", ["--shape", shape, "--stage", str(stage), "--steps", "2"],
-                           nproc=world, timeout=600)
-        runs[(world, stage)] = result.ranks
+for world in worlds:  # one launch per world size: its ranks build the four engines one after the other
+    result = run_ranks("dscourse.scripts.zero_memory", ["--shape", shape, "--variants", "0", "1", "2", "3",
+                                                        "--steps", "2"], nproc=world, timeout=600)
+    for (stage, _, _), ranks in variant_runs(result.ranks).items():
+        runs[(world, stage)] = ranks
 print(f"model {shape}: {runs[(scale.ranks(), 0)][0]['params']:,} parameters; "
-      f"{len(runs)} launches of {sorted({w for w, _ in runs})} ranks")
+      f"{len(runs)} engines in {len(worlds)} launches of {worlds} ranks")
 
 # %%
 rows = []
