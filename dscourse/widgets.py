@@ -138,6 +138,80 @@ class MemoryCalculator:
                 f"共 {setup.gpus} 张 GPU / {setup.nodes} 个节点。</p><ul>{notes}</ul>")
 
 
+class PlanWidget:
+    """The planner (``python -m dscourse.memory plan``) with controls: model, GPUs, memory per GPU and node, sequence
+    length, global batch → the configurations that fit, cheapest first, and the ``ds_config.json`` of the first.
+
+    It calls :func:`dscourse.memory.cli.run_plan` with the controls as arguments: the same peak function, headroom,
+    cost model and config checker as the command line. ``widget.set(gpus=4)`` changes controls from code;
+    ``widget.result`` is the plan (a dict as ``--json`` prints it) or the :class:`FormulaError` saying why none.
+    """
+
+    def __init__(self, model: str = "Llama-3-8B", gpus: int = 8, gpu_memory_gb: int = 24, host_memory_gb: int = 512,
+                 seq: int = 4096, global_batch: int = 64, top: int = 5):
+        import ipywidgets as w
+
+        from .memory.hf import hf_presets
+
+        style = {"description_width": "120px"}
+        self.top = top
+        self.model = w.Dropdown(options=list(hf_presets()), value=model, description="模型 (config.json)", style=style)
+        self.gpus = w.Dropdown(options=[1, 2, 4, 8, 16, 32, 64], value=gpus, description="GPU 数", style=style)
+        self.gpu_memory = w.Dropdown(options=[8, 12, 16, 24, 40, 48, 80, 141], value=gpu_memory_gb,
+                                     description="每张显存 GB", style=style)
+        self.host_memory = w.Dropdown(options=[64, 128, 256, 512, 1024, 2048], value=host_memory_gb,
+                                      description="每节点内存 GB", style=style)
+        self.seq = w.Dropdown(options=[512, 1024, 2048, 4096, 8192], value=seq, description="序列长度", style=style)
+        self.global_batch = w.Dropdown(options=[8, 16, 32, 64, 128, 256, 512], value=global_batch,
+                                       description="全局 batch", style=style)
+        self.controls = [self.model, self.gpus, self.gpu_memory, self.host_memory, self.seq, self.global_batch]
+        self.summary = w.HTML()
+        for c in self.controls:
+            c.observe(lambda _change: self._update(), names="value")
+        self.widget = w.VBox([w.HBox([w.VBox(self.controls[:3]), w.VBox(self.controls[3:])]), self.summary])
+        self.result = None
+        self._update()
+
+    def set(self, **values):
+        for name, value in values.items():
+            getattr(self, name).value = value
+        return self.result
+
+    def argv(self) -> list[str]:
+        """The command line that gives the same plan."""
+        return ["--model-config", self.model.value, "--gpus", str(self.gpus.value),
+                "--gpu-memory", f"{self.gpu_memory.value}GB", "--host-memory", f"{self.host_memory.value}GB",
+                "--seq", str(self.seq.value), "--global-batch", str(self.global_batch.value), "--top", str(self.top)]
+
+    def _update(self):
+        import json
+
+        from .memory.cli import run_plan
+
+        try:
+            self.result = run_plan([*self.argv(), "--json"])
+        except FormulaError as e:
+            self.result = e
+            self.summary.value = f'<p style="color:#b00020">⚠ {html.escape(str(e))}</p>'
+            return
+        r = self.result
+        head = "".join(f"<th>{h}</th>" for h in ("#", "方案", "micro-batch", "梯度累积", "激活检查点", "峰值/GPU",
+                                                 "主机内存/节点", "一步（模型）"))
+        rows = "".join(
+            f"<tr><td>{i + 1}</td><td>{html.escape(c['variant'])}</td><td>{c['micro_batch']}</td>"
+            f"<td>{c['grad_accum']}</td><td>{'开' if c['checkpointing'] else '关'}</td>"
+            f"<td>{format_bytes(c['peak_gpu_bytes'])}</td><td>{format_bytes(c['host_bytes_per_node'])}</td>"
+            f"<td>{c['step_seconds']:.3g} s</td></tr>" for i, c in enumerate(r["candidates"]))
+        cmd = html.escape("python -m dscourse.memory plan " + " ".join(self.argv()))
+        self.summary.value = (
+            f"<p>{html.escape(r['model'])}（{r['params'] / 1e9:.2f}B）：{r['fits']} 种配置放得下"
+            f"（峰值再留 {100 * r['headroom']:.0f}% 余量），最便宜的 {len(r['candidates'])} 种：</p>"
+            f"<table><tr>{head}</tr>{rows}</table>"
+            f"<p>第 1 种的 <code>ds_config.json</code>（4.2 节的构建器生成，检查器通过）：</p>"
+            f"<pre>{html.escape(json.dumps(r['candidates'][0]['ds_config'], indent=1))}</pre>"
+            f"<p>同样的结果：<code>{cmd}</code></p>")
+
+
 class ConfigBuilder:
     """A form → the DeepSpeed config as strict JSON, checked by :mod:`dscourse.config` as it changes.
 

@@ -67,3 +67,22 @@ def test_config_builder_shows_strict_json_checked_as_it_changes():
     assert "auto" not in json.dumps(builder.config)
     builder.set(stage=2)  # parameter offload under stage 2: refused with a message, no config shown
     assert builder.config is None and "stage 3" in builder.report.value
+
+
+def test_planner_widget_shows_what_the_plan_command_says_and_why_nothing_fits():
+    from dscourse.memory.cli import run_plan
+    from dscourse.widgets import PlanWidget
+
+    plan = PlanWidget(model="Llama-3-8B", gpus=8, gpu_memory_gb=24, host_memory_gb=512, seq=4096, global_batch=64)
+    assert plan.result == run_plan([*plan.argv(), "--json"])  # the command line's plan, candidate for candidate
+    first = plan.result["candidates"][0]
+    assert first["variant"] in plan.summary.value and "&quot;stage&quot;: 3" in plan.summary.value  # its ds_config
+    assert "python -m dscourse.memory plan --model-config Llama-3-8B --gpus 8" in plan.summary.value
+    fits = plan.result["fits"]
+    more = plan.set(gpu_memory=80)  # more memory: more configurations fit, the cheapest no slower
+    assert more["fits"] > fits
+    assert more["candidates"][0]["step_seconds"] <= first["step_seconds"]
+    short = plan.set(gpus=1, gpu_memory=8, host_memory=64, global_batch=8)
+    assert isinstance(short, FormulaError) and "short" in plan.summary.value  # says what is short, not a traceback
+    plan.set(gpus=16)  # a global batch of 8 cannot be split over 16 GPUs
+    assert "multiple of the 16 GPUs" in plan.summary.value

@@ -449,6 +449,18 @@ plan_out = run_plan(["--model-config", "Llama-3-8B", "--gpus", "8", "--gpu-memor
 print(plan_out.split("\n\nds_config.json")[0])
 
 # %% [markdown]
+# 换成自己的预算：下面的规划器调用同一个 `run_plan`（同一个峰值函数、同样的余量、代价模型和配置检查器），
+# 选模型（`dscourse/configs/models/` 里随课程发布的 `config.json`）、GPU 数、每张显存、每节点内存、序列长度和全局 batch，
+# 就列出放得下的配置和第 1 种的 `ds_config.json`，最后一行是给出同样结果的命令（`--model-config` 也接受自己模型的
+# `config.json` 路径）。
+
+# %%
+from dscourse.widgets import PlanWidget
+
+planner = PlanWidget(model="Llama-3-8B", gpus=8, gpu_memory_gb=24, host_memory_gb=512, seq=4096, global_batch=64)
+planner.widget
+
+# %% [markdown]
 # 剩下的一两个百分点是与 micro-batch 无关的常量（RoPE 的 cos/sin 缓存、loss 等几十 MB）。
 # 注意 transformers 的 GPT-2 用纯 Python 写的 `gelu_new` 激活函数，比融合的 GELU 多保留三个 4h 宽的张量——
 # 这就是同样宽度下 GPT-2 的激活值比论文公式多出近一倍的原因。
