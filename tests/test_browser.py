@@ -126,9 +126,9 @@ def _is_local(url: str) -> bool:
 class Visit:
     """One page opened in a fresh context, every request, failure, error and console message recorded."""
 
-    def __init__(self, browser, url: str):
+    def __init__(self, browser, url: str, width: int = 1280):
         self.requests, self.failed, self.offsite, self.errors = [], [], [], []
-        self.context = browser.new_context(viewport={"width": 1280, "height": 900}, locale="zh-CN",
+        self.context = browser.new_context(viewport={"width": width, "height": 900}, locale="zh-CN",
                                            service_workers="block")
         self.context.set_default_timeout(TIMEOUT_MS)
         self.context.route("**/*", self._route)
@@ -184,6 +184,34 @@ def test_page_loads_offline(browser, server, page):
         assert visit.requests, "no request recorded"
         assert not visit.problems(), "\n".join(visit.problems())
         assert visit.page.evaluate("document.documentElement.lang") == "zh-CN"
+    finally:
+        visit.close()
+
+
+@pytest.mark.parametrize("width", [390, 1280])
+@pytest.mark.parametrize("page", PAGES)
+def test_no_horizontal_overflow(browser, server, page, width):
+    """On a phone (390 px) and on a desktop (1280 px) no page is wider than the screen: long inline code wraps, code
+    blocks, outputs and tables scroll inside their own box (book/_ext/dscourse-book.css), and no plotly figure's
+    plot area is crushed by its legend or labels (book/_ext/dscourse-plotly-narrow.js moves them on a phone)."""
+    visit = Visit(browser, server + page + ".html", width=width)
+    try:
+        got = visit.page.evaluate("""() => {
+            const W = window.innerWidth, wide = [];
+            for (const e of document.querySelectorAll('.bd-article *')) {
+                const r = e.getBoundingClientRect();
+                if (r.width > 0 && r.right > W + 1 && e.parentElement.getBoundingClientRect().right <= W + 1)
+                    wide.push(`${e.tagName}.${e.className.baseVal ?? e.className}: ${(e.textContent || '').slice(0, 60)}`);
+            }
+            const crushed = [...document.querySelectorAll('.js-plotly-plot')].filter(gd => gd._fullLayout
+                && gd._fullLayout._size.w < 0.4 * gd.getBoundingClientRect().width).map(gd => gd.id);
+            return {scroll: document.documentElement.scrollWidth, width: W, wide: wide.slice(0, 5), crushed};
+        }""")
+        if width < 600:
+            SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+            visit.page.screenshot(path=str(SCREENSHOTS / f"{_name(page)}__{width}px.png"), full_page=True)
+        assert got["scroll"] <= got["width"] + 1, f"{page} at {width} px is {got['scroll']} px wide: {got['wide']}"
+        assert not got["crushed"], f"{page} at {width} px: plot area under 40% of the figure's width: {got['crushed']}"
     finally:
         visit.close()
 

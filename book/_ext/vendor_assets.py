@@ -119,12 +119,10 @@ def _configure(app, config):
     config.nb_ipywidgets_js = {REQUIREJS_PATH: {}, WIDGETS_SETUP_JS: {}, EMBED_AMD_PATH: {}}
 
 
-# sphinx-book-theme 1.3 on pydata-sphinx-theme 0.17 leaves pydata's own header bar visible above every page: an empty
-# strip with a second search box. The book's sidebar and article header already carry search and navigation on wide
-# screens; narrow screens keep the bar (its menu button opens the sidebar there).
+# The book's own styles: the layout that holds at 390 px and 1280 px (book/_ext/dscourse-book.css).
 BOOK_CSS = "dscourse-book.css"
-BOOK_CSS_BODY = """@media (min-width: 960px) { #pst-header { display: none; } }
-"""
+# Plotly figures on a phone: legends below the plot, long labels and titles wrapped (the figures' data untouched).
+PLOTLY_NARROW_JS = "dscourse-plotly-narrow.js"
 
 
 def _clean_page(app, pagename, templatename, context, doctree):
@@ -157,7 +155,8 @@ def _copy(app, exception):
         static.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(Path(plotly.__file__).parent / "package_data" / "plotly.min.js", static / "plotly.min.js")
         (static / WIDGETS_SETUP_JS).write_text(WIDGETS_SETUP_BODY)
-        (static / BOOK_CSS).write_text(BOOK_CSS_BODY)
+        for name in (BOOK_CSS, PLOTLY_NARROW_JS):
+            shutil.copyfile(Path(__file__).resolve().parent / name, static / name)
         manifest = check_vendor()
         for package in manifest["packages"].values():
             shutil.copytree(VENDOR / package["folder"], static / package["folder"], dirs_exist_ok=True)
@@ -167,6 +166,7 @@ def setup(app):
     check_vendor()
     app.connect("config-inited", _configure, priority=100)  # before myst-nb reads its config
     app.add_js_file("plotly.min.js")
+    app.add_js_file(PLOTLY_NARROW_JS)
     app.add_css_file(BOOK_CSS)
     # early: Sphinx stops calling html-page-context handlers at the first that returns a template name
     app.connect("html-page-context", _clean_page, priority=100)
