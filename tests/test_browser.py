@@ -393,3 +393,53 @@ def test_chinese_quotation_marks_pair_up(book, page):
                 depth = 0
     assert not where, f"{page}: ” without its “: {where[:5]}"
     assert depth == 0, f"{page}: {depth} “ never closed"
+
+
+# what a notebook page must not show: the test markers, loggers' timestamped lines, the executing machine's paths
+_MACHINERY = {
+    "nbval marker": r"#\s*NBVAL_[A-Z_]+",
+    "timestamped log line": r"\[\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d+\]",
+    "temporary folder": r"/tmp/\S+",
+    "home folder": r"/(?:root|home/[^/\s]+)/\S*",
+    "virtual environment or site-packages": r"\S*/\.?venv/\S*|\S*/site-packages/\S*",
+}
+
+
+@pytest.mark.parametrize("page", PAGES)
+def test_pages_show_no_test_machinery(book, page):
+    """No NBVAL markers in displayed code, no timestamped log lines or machine paths in displayed outputs
+    (book/_ext/lesson_view.py drops them from the HTML; the notebooks keep what nbval needs)."""
+    import re
+
+    text = _article_text(book, page)
+    found = {what: [m.group(0) for m in re.finditer(pattern, text)][:3] for what, pattern in _MACHINERY.items()}
+    assert not {k: v for k, v in found.items() if v}, f"{page} shows {found}"
+
+
+def test_lesson_view_cleans_outputs():
+    sys.path.insert(0, str(ROOT / "book" / "_ext"))
+    try:
+        from lesson_view import MARKER, reader_text
+    finally:
+        sys.path.pop(0)
+    assert MARKER.sub("", "# NBVAL_IGNORE_OUTPUT\n# (times vary)\nimport deepspeed\n") == "# (times vary)\nimport deepspeed\n"
+    log = "[2026-11-24 22:55:26,631] [WARNING] [real_accelerator.py:213:get_accelerator] Setting accelerator to CPU.\n"
+    assert reader_text(log + "loss 1.0\n") == "loss 1.0\n"
+    assert reader_text("/work/x/.venv/bin/python -m torch.distributed.run") == "python -m torch.distributed.run"
+    assert reader_text("/usr/lib/python3/site-packages/deepspeed/a.py") == "site-packages/deepspeed/a.py"
+    assert reader_text("saved to /tmp/dscourse-abc/ckpt, /root/x") == "saved to $TMPDIR, ~/x"
+
+
+def test_page_titles_are_distinct(book):
+    """A notebook page's title differs from its section page's (search results and prev/next links showed both
+    with the same words): notebook pages are the section's 实验."""
+    from bs4 import BeautifulSoup
+
+    titles = {}
+    for page in PAGES:
+        h1 = BeautifulSoup((book / f"{page}.html").read_text(encoding="utf-8"), "html.parser").find("h1")
+        titles[page] = h1.get_text().strip().rstrip("#").strip() if h1 else page
+    same = {t: [p for p in titles if titles[p] == t] for t in titles.values()}
+    assert all(len(pages) == 1 for pages in same.values()), {t: ps for t, ps in same.items() if len(ps) > 1}
+    for page, _ in NOTEBOOK_PAGES:
+        assert "实验" in titles[page], f"{page}: {titles[page]}"

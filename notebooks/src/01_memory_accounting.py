@@ -1,5 +1,5 @@
 # %% [markdown]
-# # 4.1 显存账本：为什么需要 DeepSpeed
+# # 4.1 实验：算清显存账本，再用 DeepSpeed 逐字节核对
 #
 # 本 notebook 把“训练一个模型到底要多少显存”算清楚，并且**用真实的 DeepSpeed 验证每一个数**：
 #

@@ -1,5 +1,5 @@
 # %% [markdown]
-# # 4.2 ds_config.json 配置实战
+# # 4.2 实验：检查、解释并真正加载 ds_config.json
 #
 # DeepSpeed 几乎不需要改代码，它由一个 JSON 配置文件驱动。本 notebook：
 #

@@ -1,5 +1,5 @@
 # %% [markdown]
-# # 4.3 代码集成：Trainer、Accelerate 与 ZeRO-3/Offload
+# # 4.3 实验：Trainer、Accelerate 与 ZeRO-3/Offload 真实运行
 #
 # 原文这一节只有两段代码：`TrainingArguments(deepspeed="./ds_config_zero2.json")` 和
 # `accelerate launch --use_deepspeed --zero_stage 2 train.py`，然后说“不需要修改 Python 代码逻辑”。

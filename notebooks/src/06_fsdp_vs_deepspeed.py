@@ -1,5 +1,5 @@
 # %% [markdown]
-# # 4.6 DeepSpeed 与 FSDP：同一个模型，两种切分
+# # 4.6 实验：同一个模型，ZeRO-3 与 FSDP2 两种切分
 #
 # 原文用四条要点比较 DeepSpeed ZeRO-3 和 PyTorch FSDP（完全分片数据并行，Fully Sharded Data Parallel），再给一段
 # `accelerate config` 的问答。本 notebook 让两者在**同一个模型、同一批数据、同一个种子**上真的训练（2 个 CPU rank，gloo；
