@@ -443,3 +443,27 @@ def test_page_titles_are_distinct(book):
     assert all(len(pages) == 1 for pages in same.values()), {t: ps for t, ps in same.items() if len(ps) > 1}
     for page, _ in NOTEBOOK_PAGES:
         assert "实验" in titles[page], f"{page}: {titles[page]}"
+
+
+# the words of the titles, and a page whose title carries each (book/_ext/search_zh.py, search_words.txt)
+SEARCHES = {"混合精度": "book/4_4_mixed_precision", "多节点": "book/4_5_multi_node", "优化器": "book/4_1_memory",
+            "主权重": "book/4_4_mixed_precision", "显存": "book/4_1_memory", "ZeRO": "book/4_1_memory"}
+
+
+@pytest.mark.parametrize("query", sorted(SEARCHES))
+def test_search_finds_the_titles_words(browser, server, query):
+    """Type the word into the search page's box as a reader would: its page is among the results."""
+    visit = Visit(browser, server + "search.html")
+    try:
+        box = visit.page.locator(".bd-search-container input[type=search]")
+        box.fill(query)
+        box.press("Enter")
+        visit.page.wait_for_function("""() => typeof Search !== 'undefined' && Search._pulse_status === -1
+            && document.querySelector('#search-results .search-summary')
+            && document.querySelector('#search-results .search-summary').innerText !== ''""", polling=250)
+        found = visit.page.evaluate("""() => [...document.querySelectorAll('#search-results ul.search li a')]
+            .map(a => new URL(a.href).pathname.replace(/^\\//, '').replace(/\\.html$/, ''))""")
+        assert SEARCHES[query] in found, f"{query}: {SEARCHES[query]} not among the results {found}"
+        assert not visit.problems(), "\n".join(visit.problems())
+    finally:
+        visit.close()
