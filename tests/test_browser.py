@@ -467,3 +467,17 @@ def test_search_finds_the_titles_words(browser, server, query):
         assert not visit.problems(), "\n".join(visit.problems())
     finally:
         visit.close()
+
+
+@pytest.mark.parametrize("page", PAGES)
+def test_plotly_only_where_a_figure_is(book, page):
+    """plotly.js (4.8 MB) is loaded by the pages that draw a figure (in the page or in a widget's saved state) and
+    by no other; test_page_loads_offline proves that those pages draw their figures from it, with no CDN request."""
+    from bs4 import BeautifulSoup
+
+    soup = BeautifulSoup((book / f"{page}.html").read_text(encoding="utf-8"), "html.parser")
+    loads = [s["src"] for s in soup.find_all("script", src=True) if "plotly.min.js" in s["src"]]
+    draws = any("Plotly.newPlot" in (s.string or "") for s in soup.find_all("script"))
+    assert len(loads) == (1 if draws else 0), f"{page}: draws a figure: {draws}, loads plotly.js: {loads}"
+    if page in EXPECTED_INTERACTIVE:
+        assert draws

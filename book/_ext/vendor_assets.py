@@ -3,7 +3,8 @@
 Without this, Jupyter Book's pages fetch MathJax, require.js and the ipywidgets HTML manager from public CDNs,
 so the book breaks offline or behind a firewall. Here:
 
-- plotly.js is copied from the installed ``plotly`` package (pinned in requirements.txt); the notebooks'
+- plotly.js is copied from the installed ``plotly`` package (pinned in requirements.txt) and loaded only by the pages
+  that draw a figure (4.8 MB); the notebooks'
   figures (:mod:`dscourse.plots`) draw with the page's ``Plotly``.
 - MathJax 3, require.js and ``@jupyter-widgets/html-manager`` (which renders the widgets from the state saved in
   the notebooks) are vendored from their npm packages into ``book/_ext/vendor/``: only the files a page loads,
@@ -125,13 +126,31 @@ BOOK_CSS = "dscourse-book.css"
 PLOTLY_NARROW_JS = "dscourse-plotly-narrow.js"
 
 
+def _has_plotly_figure(app, pagename: str, context) -> bool:
+    """Whether the page draws a plotly figure: in its body, or in the saved state of a widget (an ipywidgets Output
+    holding a figure of dscourse.plots)."""
+    if "Plotly." in (context.get("body") or ""):
+        return True
+    try:
+        from myst_nb.sphinx_ import NbMetadataCollector
+    except ImportError:
+        return False
+    files = NbMetadataCollector.get_js_files(app.env, pagename) if app.env is not None else {}
+    return any("Plotly." in str((kwargs or {}).get("body", "")) for _, kwargs in files.values())
+
+
 def _clean_page(app, pagename, templatename, context, doctree):
-    """Pages that load without a console error.
+    """Pages that load without a console error, and with plotly.js only where a figure is.
 
     - sphinx-thebe's inline ``const THEBE_JS_URL`` is added twice under Jupyter Book 1 (once with filename None, once ""),
       and the second copy throws "Identifier 'THEBE_JS_URL' has already been declared" on every page: keep one.
     - pydata-sphinx-theme logs "Got invalid theme mode" on a first visit when no default mode is set.
     """
+    # plotly.js (4.8 MB) only on the pages that draw a figure; before require.js (priority 500), which would
+    # otherwise capture it as an AMD module and leave window.Plotly undefined.
+    if _has_plotly_figure(app, pagename, context):
+        app.add_js_file("plotly.min.js", priority=450)
+        app.add_js_file(PLOTLY_NARROW_JS, priority=451)
     if not context.get("default_mode"):
         context["default_mode"] = "light"
     # Jupyter Book 1 hard-codes an English placeholder in the search box of this Chinese book.
@@ -165,8 +184,6 @@ def _copy(app, exception):
 def setup(app):
     check_vendor()
     app.connect("config-inited", _configure, priority=100)  # before myst-nb reads its config
-    app.add_js_file("plotly.min.js")
-    app.add_js_file(PLOTLY_NARROW_JS)
     app.add_css_file(BOOK_CSS)
     # early: Sphinx stops calling html-page-context handlers at the first that returns a template name
     app.connect("html-page-context", _clean_page, priority=100)
