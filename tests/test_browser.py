@@ -481,3 +481,20 @@ def test_plotly_only_where_a_figure_is(book, page):
     assert len(loads) == (1 if draws else 0), f"{page}: draws a figure: {draws}, loads plotly.js: {loads}"
     if page in EXPECTED_INTERACTIVE:
         assert draws
+
+
+@pytest.mark.parametrize("page,parent", NOTEBOOK_PAGES)
+def test_widgets_say_they_need_a_kernel(book, page, parent):
+    """In the static HTML an ipywidgets control is a picture of its saved state: a line right above each one says
+    that it needs a running kernel and links this notebook in Colab (book/_ext/lesson_view.py)."""
+    from bs4 import BeautifulSoup
+
+    soup = BeautifulSoup((book / f"{page}.html").read_text(encoding="utf-8"), "html.parser")
+    views = soup.select('article script[type="application/vnd.jupyter.widget-view+json"]')
+    repo = _config()["repository"]
+    colab = (f"https://colab.research.google.com/github/{urlsplit(repo['url']).path.strip('/')}/blob/"
+             f"{repo['branch']}/{page}.ipynb")
+    for view in views:
+        note = view.find_previous_sibling("p", class_="dscourse-kernel-note")
+        assert note is not None and "内核" in note.get_text(), f"{page}: a widget without its note"
+        assert note.find("a")["href"] == colab
