@@ -458,11 +458,14 @@ def test_search_finds_the_titles_words(browser, server, query):
         box = visit.page.locator(".bd-search-container input[type=search]")
         box.fill(query)
         box.press("Enter")
-        visit.page.wait_for_function("""() => typeof Search !== 'undefined' && Search._pulse_status === -1
-            && document.querySelector('#search-results .search-summary')
-            && document.querySelector('#search-results .search-summary').innerText !== ''""", polling=250)
-        found = visit.page.evaluate("""() => [...document.querySelectorAll('#search-results ul.search li a')]
-            .map(a => new URL(a.href).pathname.replace(/^\\//, '').replace(/\\.html$/, ''))""")
+        # results appear one by one (each fetches its page for the summary): wait for the expected one, or the end
+        found_js = """() => [...document.querySelectorAll('#search-results ul.search li a')]
+            .map(a => new URL(a.href).pathname.replace(/^\\//, '').replace(/\\.html$/, ''))"""
+        visit.page.wait_for_function(f"""(want) => ({found_js})().includes(want)
+            || (typeof Search !== 'undefined' && Search._pulse_status === -1
+                && (document.querySelector('#search-results .search-summary') || {{}}).innerText)""",
+                                     arg=SEARCHES[query], polling=250)
+        found = visit.page.evaluate(found_js)
         assert SEARCHES[query] in found, f"{query}: {SEARCHES[query]} not among the results {found}"
         assert not visit.problems(), "\n".join(visit.problems())
     finally:
