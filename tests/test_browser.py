@@ -126,9 +126,9 @@ def _is_local(url: str) -> bool:
 class Visit:
     """One page opened in a fresh context, every request, failure, error and console message recorded."""
 
-    def __init__(self, browser, url: str):
+    def __init__(self, browser, url: str, width: int = 1280):
         self.requests, self.failed, self.offsite, self.errors = [], [], [], []
-        self.context = browser.new_context(viewport={"width": 1280, "height": 900}, locale="zh-CN",
+        self.context = browser.new_context(viewport={"width": width, "height": 900}, locale="zh-CN",
                                            service_workers="block")
         self.context.set_default_timeout(TIMEOUT_MS)
         self.context.route("**/*", self._route)
@@ -184,6 +184,34 @@ def test_page_loads_offline(browser, server, page):
         assert visit.requests, "no request recorded"
         assert not visit.problems(), "\n".join(visit.problems())
         assert visit.page.evaluate("document.documentElement.lang") == "zh-CN"
+    finally:
+        visit.close()
+
+
+@pytest.mark.parametrize("width", [390, 1280])
+@pytest.mark.parametrize("page", PAGES)
+def test_no_horizontal_overflow(browser, server, page, width):
+    """On a phone (390 px) and on a desktop (1280 px) no page is wider than the screen: long inline code wraps, code
+    blocks, outputs and tables scroll inside their own box (book/_ext/dscourse-book.css), and no plotly figure's
+    plot area is crushed by its legend or labels (book/_ext/dscourse-plotly-narrow.js moves them on a phone)."""
+    visit = Visit(browser, server + page + ".html", width=width)
+    try:
+        got = visit.page.evaluate("""() => {
+            const W = window.innerWidth, wide = [];
+            for (const e of document.querySelectorAll('.bd-article *')) {
+                const r = e.getBoundingClientRect();
+                if (r.width > 0 && r.right > W + 1 && e.parentElement.getBoundingClientRect().right <= W + 1)
+                    wide.push(`${e.tagName}.${e.className.baseVal ?? e.className}: ${(e.textContent || '').slice(0, 60)}`);
+            }
+            const crushed = [...document.querySelectorAll('.js-plotly-plot')].filter(gd => gd._fullLayout
+                && gd._fullLayout._size.w < 0.4 * gd.getBoundingClientRect().width).map(gd => gd.id);
+            return {scroll: document.documentElement.scrollWidth, width: W, wide: wide.slice(0, 5), crushed};
+        }""")
+        if width < 600:
+            SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+            visit.page.screenshot(path=str(SCREENSHOTS / f"{_name(page)}__{width}px.png"), full_page=True)
+        assert got["scroll"] <= got["width"] + 1, f"{page} at {width} px is {got['scroll']} px wide: {got['wide']}"
+        assert not got["crushed"], f"{page} at {width} px: plot area under 40% of the figure's width: {got['crushed']}"
     finally:
         visit.close()
 
@@ -334,3 +362,142 @@ def test_chinese_search(browser, server, word):
         assert not visit.problems(), "\n".join(visit.problems())
     finally:
         visit.close()
+
+
+# --- what a reader sees, read from the built HTML (no browser needed) --------------------------------------------
+
+def _article_text(book: Path, page: str) -> str:
+    """The visible text of a page's article (scripts, styles and saved widget state left out)."""
+    from bs4 import BeautifulSoup
+
+    soup = BeautifulSoup((book / f"{page}.html").read_text(encoding="utf-8"), "html.parser")
+    article = soup.find("article") or soup.body
+    for tag in article.find_all(["script", "style", "template"]):
+        tag.decompose()
+    return article.get_text()
+
+
+@pytest.mark.parametrize("page", PAGES)
+def test_chinese_quotation_marks_pair_up(book, page):
+    """Every “ has its ” on the page, in order: Sphinx's smart quotes (off in _config.yml) once turned the "…" of
+    Chinese prose into ”…” (about 290 closing marks against 35 opening)."""
+    text = _article_text(book, page)
+    depth, where = 0, []
+    for i, ch in enumerate(text):
+        if ch == "\u201c":
+            depth += 1
+        elif ch == "\u201d":
+            depth -= 1
+            if depth < 0:
+                where.append(text[max(0, i - 40):i + 10].replace("\n", " "))
+                depth = 0
+    assert not where, f"{page}: ” without its “: {where[:5]}"
+    assert depth == 0, f"{page}: {depth} “ never closed"
+
+
+# what a notebook page must not show: the test markers, loggers' timestamped lines, the executing machine's paths
+_MACHINERY = {
+    "nbval marker": r"#\s*NBVAL_[A-Z_]+",
+    "timestamped log line": r"\[\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d+\]",
+    "temporary folder": r"/tmp/\S+",
+    "home folder": r"/(?:root|home/[^/\s]+)/\S*",
+    "virtual environment or site-packages": r"\S*/\.?venv/\S*|\S*/site-packages/\S*",
+}
+
+
+@pytest.mark.parametrize("page", PAGES)
+def test_pages_show_no_test_machinery(book, page):
+    """No NBVAL markers in displayed code, no timestamped log lines or machine paths in displayed outputs
+    (book/_ext/lesson_view.py drops them from the HTML; the notebooks keep what nbval needs)."""
+    import re
+
+    text = _article_text(book, page)
+    found = {what: [m.group(0) for m in re.finditer(pattern, text)][:3] for what, pattern in _MACHINERY.items()}
+    assert not {k: v for k, v in found.items() if v}, f"{page} shows {found}"
+
+
+def test_lesson_view_cleans_outputs():
+    sys.path.insert(0, str(ROOT / "book" / "_ext"))
+    try:
+        from lesson_view import MARKER, reader_text
+    finally:
+        sys.path.pop(0)
+    assert MARKER.sub("", "# NBVAL_IGNORE_OUTPUT\n# (times vary)\nimport deepspeed\n") == "# (times vary)\nimport deepspeed\n"
+    log = "[2026-11-24 22:55:26,631] [WARNING] [real_accelerator.py:213:get_accelerator] Setting accelerator to CPU.\n"
+    assert reader_text(log + "loss 1.0\n") == "loss 1.0\n"
+    assert reader_text("/work/x/.venv/bin/python -m torch.distributed.run") == "python -m torch.distributed.run"
+    assert reader_text("/usr/lib/python3/site-packages/deepspeed/a.py") == "site-packages/deepspeed/a.py"
+    assert reader_text("saved to /tmp/dscourse-abc/ckpt, /root/x") == "saved to $TMPDIR, ~/x"
+
+
+def test_page_titles_are_distinct(book):
+    """A notebook page's title differs from its section page's (search results and prev/next links showed both
+    with the same words): notebook pages are the section's 实验."""
+    from bs4 import BeautifulSoup
+
+    titles = {}
+    for page in PAGES:
+        h1 = BeautifulSoup((book / f"{page}.html").read_text(encoding="utf-8"), "html.parser").find("h1")
+        titles[page] = h1.get_text().strip().rstrip("#").strip() if h1 else page
+    same = {t: [p for p in titles if titles[p] == t] for t in titles.values()}
+    assert all(len(pages) == 1 for pages in same.values()), {t: ps for t, ps in same.items() if len(ps) > 1}
+    for page, _ in NOTEBOOK_PAGES:
+        assert "实验" in titles[page], f"{page}: {titles[page]}"
+
+
+# the words of the titles, and a page whose title carries each (book/_ext/search_zh.py, search_words.txt)
+SEARCHES = {"混合精度": "book/4_4_mixed_precision", "多节点": "book/4_5_multi_node", "优化器": "book/4_1_memory",
+            "主权重": "book/4_4_mixed_precision", "显存": "book/4_1_memory", "ZeRO": "book/4_1_memory"}
+
+
+@pytest.mark.parametrize("query", sorted(SEARCHES))
+def test_search_finds_the_titles_words(browser, server, query):
+    """Type the word into the search page's box as a reader would: its page is among the results."""
+    visit = Visit(browser, server + "search.html")
+    try:
+        box = visit.page.locator(".bd-search-container input[type=search]")
+        box.fill(query)
+        box.press("Enter")
+        # results appear one by one (each fetches its page for the summary): wait for the expected one, or the end
+        found_js = """() => [...document.querySelectorAll('#search-results ul.search li a')]
+            .map(a => new URL(a.href).pathname.replace(/^\\//, '').replace(/\\.html$/, ''))"""
+        visit.page.wait_for_function(f"""(want) => ({found_js})().includes(want)
+            || (typeof Search !== 'undefined' && Search._pulse_status === -1
+                && (document.querySelector('#search-results .search-summary') || {{}}).innerText)""",
+                                     arg=SEARCHES[query], polling=250)
+        found = visit.page.evaluate(found_js)
+        assert SEARCHES[query] in found, f"{query}: {SEARCHES[query]} not among the results {found}"
+        assert not visit.problems(), "\n".join(visit.problems())
+    finally:
+        visit.close()
+
+
+@pytest.mark.parametrize("page", PAGES)
+def test_plotly_only_where_a_figure_is(book, page):
+    """plotly.js (4.8 MB) is loaded by the pages that draw a figure (in the page or in a widget's saved state) and
+    by no other; test_page_loads_offline proves that those pages draw their figures from it, with no CDN request."""
+    from bs4 import BeautifulSoup
+
+    soup = BeautifulSoup((book / f"{page}.html").read_text(encoding="utf-8"), "html.parser")
+    loads = [s["src"] for s in soup.find_all("script", src=True) if "plotly.min.js" in s["src"]]
+    draws = any("Plotly.newPlot" in (s.string or "") for s in soup.find_all("script"))
+    assert len(loads) == (1 if draws else 0), f"{page}: draws a figure: {draws}, loads plotly.js: {loads}"
+    if page in EXPECTED_INTERACTIVE:
+        assert draws
+
+
+@pytest.mark.parametrize("page,parent", NOTEBOOK_PAGES)
+def test_widgets_say_they_need_a_kernel(book, page, parent):
+    """In the static HTML an ipywidgets control is a picture of its saved state: a line right above each one says
+    that it needs a running kernel and links this notebook in Colab (book/_ext/lesson_view.py)."""
+    from bs4 import BeautifulSoup
+
+    soup = BeautifulSoup((book / f"{page}.html").read_text(encoding="utf-8"), "html.parser")
+    views = soup.select('article script[type="application/vnd.jupyter.widget-view+json"]')
+    repo = _config()["repository"]
+    colab = (f"https://colab.research.google.com/github/{urlsplit(repo['url']).path.strip('/')}/blob/"
+             f"{repo['branch']}/{page}.ipynb")
+    for view in views:
+        note = view.find_previous_sibling("p", class_="dscourse-kernel-note")
+        assert note is not None and "内核" in note.get_text(), f"{page}: a widget without its note"
+        assert note.find("a")["href"] == colab

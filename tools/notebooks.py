@@ -4,6 +4,7 @@
     python tools/notebooks.py execute [NAME]   # run top to bottom in place, store widget state
     python tools/notebooks.py all [NAME]       # both
     python tools/notebooks.py tidy [NAME]      # drop log lines and machine paths from ignored outputs
+    python tools/notebooks.py markdown [NAME]  # copy edited Markdown cells from the sources, outputs kept
 
 Sources use the percent format: ``# %%`` starts a code cell, ``# %% [markdown]`` a Markdown cell
 whose lines start with ``# ``; ``{{repository}}`` stands for the repository's address. The Colab link of each notebook
@@ -144,6 +145,23 @@ def tidy(nb) -> int:
     return changed
 
 
+def sync_markdown(nb, name: str) -> int:
+    """Copy the Markdown cells of ``name``'s source into the executed notebook ``nb``; how many changed.
+
+    Prose edits need no re-execution: code cells (and so every output nbval compares) stay as they are. Refuses when
+    the cells no longer line up or a code cell differs from its source (that edit needs ``all``)."""
+    built = cells_of(name)
+    if [c.cell_type for c in built] != [c.cell_type for c in nb.cells]:
+        raise SystemExit(f"{name}: cells added or removed in the source: rebuild and execute it (all {name})")
+    changed = 0
+    for cell, new in zip(nb.cells, built):
+        if cell.cell_type == "code" and cell.source != new.source:
+            raise SystemExit(f"{name}: a code cell changed in the source: rebuild and execute it (all {name})")
+        if cell.cell_type == "markdown" and cell.source != new.source:
+            cell.source, changed = new.source, changed + 1
+    return changed
+
+
 def execute(name: str, timeout: int = 900) -> float:
     from nbclient import NotebookClient
 
@@ -160,11 +178,14 @@ def execute(name: str, timeout: int = 900) -> float:
 
 
 def main(argv: list[str]) -> int:
-    if argv and argv[0] == "tidy":  # outputs already committed: tidy them without re-executing
+    if argv and argv[0] in ("tidy", "markdown"):  # outputs already committed: edit them without re-executing
         for name in argv[1:] or sorted(p.stem for p in SRC_DIR.glob("*.py")):
             path = NB_DIR / f"{name}.ipynb"
             nb = nbformat.read(path, as_version=4)
-            print(f"tidied {tidy(nb)} outputs of {name}")
+            if argv[0] == "tidy":
+                print(f"tidied {tidy(nb)} outputs of {name}")
+            else:
+                print(f"updated {sync_markdown(nb, name)} Markdown cells of {name}")
             nbformat.write(nb, path)
         return 0
     if not argv or argv[0] not in ("build", "execute", "all"):

@@ -3,7 +3,8 @@
 Without this, Jupyter Book's pages fetch MathJax, require.js and the ipywidgets HTML manager from public CDNs,
 so the book breaks offline or behind a firewall. Here:
 
-- plotly.js is copied from the installed ``plotly`` package (pinned in requirements.txt); the notebooks'
+- plotly.js is copied from the installed ``plotly`` package (pinned in requirements.txt) and loaded only by the pages
+  that draw a figure (4.8 MB); the notebooks'
   figures (:mod:`dscourse.plots`) draw with the page's ``Plotly``.
 - MathJax 3, require.js and ``@jupyter-widgets/html-manager`` (which renders the widgets from the state saved in
   the notebooks) are vendored from their npm packages into ``book/_ext/vendor/``: only the files a page loads,
@@ -119,21 +120,37 @@ def _configure(app, config):
     config.nb_ipywidgets_js = {REQUIREJS_PATH: {}, WIDGETS_SETUP_JS: {}, EMBED_AMD_PATH: {}}
 
 
-# sphinx-book-theme 1.3 on pydata-sphinx-theme 0.17 leaves pydata's own header bar visible above every page: an empty
-# strip with a second search box. The book's sidebar and article header already carry search and navigation on wide
-# screens; narrow screens keep the bar (its menu button opens the sidebar there).
+# The book's own styles: the layout that holds at 390 px and 1280 px (book/_ext/dscourse-book.css).
 BOOK_CSS = "dscourse-book.css"
-BOOK_CSS_BODY = """@media (min-width: 960px) { #pst-header { display: none; } }
-"""
+# Plotly figures on a phone: legends below the plot, long labels and titles wrapped (the figures' data untouched).
+PLOTLY_NARROW_JS = "dscourse-plotly-narrow.js"
+
+
+def _has_plotly_figure(app, pagename: str, context) -> bool:
+    """Whether the page draws a plotly figure: in its body, or in the saved state of a widget (an ipywidgets Output
+    holding a figure of dscourse.plots)."""
+    if "Plotly." in (context.get("body") or ""):
+        return True
+    try:
+        from myst_nb.sphinx_ import NbMetadataCollector
+    except ImportError:
+        return False
+    files = NbMetadataCollector.get_js_files(app.env, pagename) if app.env is not None else {}
+    return any("Plotly." in str((kwargs or {}).get("body", "")) for _, kwargs in files.values())
 
 
 def _clean_page(app, pagename, templatename, context, doctree):
-    """Pages that load without a console error.
+    """Pages that load without a console error, and with plotly.js only where a figure is.
 
     - sphinx-thebe's inline ``const THEBE_JS_URL`` is added twice under Jupyter Book 1 (once with filename None, once ""),
       and the second copy throws "Identifier 'THEBE_JS_URL' has already been declared" on every page: keep one.
     - pydata-sphinx-theme logs "Got invalid theme mode" on a first visit when no default mode is set.
     """
+    # plotly.js (4.8 MB) only on the pages that draw a figure; before require.js (priority 500), which would
+    # otherwise capture it as an AMD module and leave window.Plotly undefined.
+    if _has_plotly_figure(app, pagename, context):
+        app.add_js_file("plotly.min.js", priority=450)
+        app.add_js_file(PLOTLY_NARROW_JS, priority=451)
     if not context.get("default_mode"):
         context["default_mode"] = "light"
     # Jupyter Book 1 hard-codes an English placeholder in the search box of this Chinese book.
@@ -157,7 +174,8 @@ def _copy(app, exception):
         static.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(Path(plotly.__file__).parent / "package_data" / "plotly.min.js", static / "plotly.min.js")
         (static / WIDGETS_SETUP_JS).write_text(WIDGETS_SETUP_BODY)
-        (static / BOOK_CSS).write_text(BOOK_CSS_BODY)
+        for name in (BOOK_CSS, PLOTLY_NARROW_JS):
+            shutil.copyfile(Path(__file__).resolve().parent / name, static / name)
         manifest = check_vendor()
         for package in manifest["packages"].values():
             shutil.copytree(VENDOR / package["folder"], static / package["folder"], dirs_exist_ok=True)
@@ -166,7 +184,6 @@ def _copy(app, exception):
 def setup(app):
     check_vendor()
     app.connect("config-inited", _configure, priority=100)  # before myst-nb reads its config
-    app.add_js_file("plotly.min.js")
     app.add_css_file(BOOK_CSS)
     # early: Sphinx stops calling html-page-context handlers at the first that returns a template name
     app.connect("html-page-context", _clean_page, priority=100)

@@ -1,7 +1,7 @@
 # %% [markdown]
-# # 4.1 显存账本：为什么需要 DeepSpeed
+# # 4.1 实验：算清显存账本，再用 DeepSpeed 逐字节核对
 #
-# 本 notebook 把"训练一个模型到底要多少显存"算清楚，并且**用真实的 DeepSpeed 验证每一个数**：
+# 本 notebook 把“训练一个模型到底要多少显存”算清楚，并且**用真实的 DeepSpeed 验证每一个数**：
 #
 # 1. 混合精度 Adam 每个参数要 16 字节，而不是原文说的 12 字节；
 # 2. 用代码复现 ZeRO 论文的表格（7.5B 参数、64 张 GPU：120 / 31.4 / 16.6 / 1.9 GB）；
@@ -10,7 +10,7 @@
 # 5. 在 CPU 上启动真实的多进程 DeepSpeed，逐字节清点每个 rank 持有的张量，与公式对照；
 # 6. GPU 上的实测数据（`torch.cuda.memory_allocated()`）与公式的误差；
 # 7. 训练一步中的**峰值**——决定会不会 OOM 的那个数：逐项模型、H200 实测、分配器余量和配置规划器；
-# 8. 回答原文的硬件断言："24 GB 显卡训练 13B"、"单张 3090 用 ZeRO-3 Offload 训练 70B"。
+# 8. 回答原文的硬件断言：“24 GB 显卡训练 13B”、“单张 3090 用 ZeRO-3 Offload 训练 70B”。
 
 # %%
 # NBVAL_IGNORE_OUTPUT
@@ -40,7 +40,7 @@ print(f"scale: {scale.scale()} ({scale.ranks()} ranks, model {scale.model_shape(
 # fp32 主权重不能省：bf16 只有 8 位有效数字，`1 + 1e-4` 在 bf16 里等于 `1`，小的更新会被直接吞掉（4.4 节会演示）。
 # ZeRO 论文把这写成 $2\Psi + 2\Psi + K\Psi$，$K = 12$（主权重 + m + v）。
 #
-# 原文的 7B 方框只算了 `2 + 2 + (4+4) = 12` 字节：**漏掉了 fp32 主权重**；方框标题写优化器状态 "~28GB"，
+# 原文的 7B 方框只算了 `2 + 2 + (4+4) = 12` 字节：**漏掉了 fp32 主权重**；方框标题写优化器状态 “~28GB”，
 # 下一行又算成 56 GB，自相矛盾。下面用 `dscourse.memory` 的两个公式族（`seed` 是原文的算法，`paper` 是论文的算法）重算：
 
 # %%
@@ -82,7 +82,7 @@ print(text_table(["stage", "dscourse.memory (paper)", "published"], rows))
 glue("paper_table", "；".join(f"{stage} {computed}" for stage, computed, _ in rows))
 
 # %% [markdown]
-# 同样的函数也回答原文的"简单记忆版"：ZeRO-1 "节省 4 倍"、ZeRO-2 "节省 8 倍"。
+# 同样的函数也回答原文的“简单记忆版”：ZeRO-1 “节省 4 倍”、ZeRO-2 “节省 8 倍”。
 # 这是 GPU 数 $N \to \infty$ 时 16Ψ 对比 4Ψ、2Ψ 的极限；按原文自己的 12 字节算法只有 3 倍和 6 倍；
 # 而在原文举例的 4 张 GPU 上，实际节省远没有那么多：
 
@@ -115,9 +115,9 @@ _ = memory_cli(["--params", "7B", "--gpus", "8", "--stage", "3", "--largest-laye
 # - **paper**：只算 16Ψ 的模型状态，不算任何缓冲区。
 # - **seed**：少了 fp32 主权重（4Ψ）。
 # - **deepspeed**：DeepSpeed 自带的 `estimate_zero3_model_states_mem_needs` 按 18 字节/参数切分（多出 fp32 梯度 4Ψ 中的一部分），
-#   外加"最大一层 × 4 字节"的收集缓冲区；主机内存乘了 1.5 的"额外缓冲系数"。
+#   外加“最大一层 × 4 字节”的收集缓冲区；主机内存乘了 1.5 的“额外缓冲系数”。
 # - **accelerate**：`accelerate estimate-memory` 只有单卡、不分 ZeRO；而且它报告的是四项（模型 4Ψ、梯度 6Ψ、优化器 8Ψ、step 8Ψ）中**最大的一项**，不是它们的和，
-#   所以它的 "Training using Adam" 对混合精度模型是 8Ψ——只有真实需求的一半。
+#   所以它的 “Training using Adam” 对混合精度模型是 8Ψ——只有真实需求的一半。
 # - **allocated**：DeepSpeed 0.19 在两次 optimizer step 之间真正持有的张量，下面用真实引擎逐项核对。
 #   最显眼的差别：ZeRO-3 在初始化时就分配一个 `reduce_bucket_size × 2` 字节（默认 5e8 个元素，即 **1 GB**）的 bf16 梯度规约桶，并一直保留，和模型大小无关。
 #
@@ -158,7 +158,7 @@ assert max(accelerate_terms.values()) == estimate(seven_b, "accelerate").gpu_byt
 # `dscourse.memory.peak`（bf16、SDPA 注意力，可选 activation checkpointing），CLI、图和规划器调用的是同一个函数。
 #
 # 控件需要 Python 内核才能响应：在 Colab 或 Jupyter 里运行本 notebook 即可交互。在网页版里它只是一张静态的图，
-# 请用下面紧接着的"不需要内核的计算器"。
+# 请用下面紧接着的“不需要内核的计算器”。
 
 # %%
 from dscourse.widgets import MemoryCalculator
@@ -249,7 +249,7 @@ assert all(gap < 2e-2 for gap in gaps.values())
 # %% [markdown]
 # ## 6. GPU 实测：`torch.cuda.memory_allocated()` 与公式
 #
-# CPU 上的清点证明了"引擎持有哪些张量"；GPU 上还要加上 CUDA 运行时自己的部分（cuBLAS 工作区等）。
+# CPU 上的清点证明了“引擎持有哪些张量”；GPU 上还要加上 CUDA 运行时自己的部分（cuBLAS 工作区等）。
 # `benchmarks/gpu_memory.py` 在一张 GPU 上对每个模型运行 ZeRO-0/1/2/3 和三种 offload 组合，记录初始化后、step 之后的
 # `torch.cuda.memory_allocated()` 和峰值，以及引擎在 GPU 与主机上各持有多少字节。`allocated` 公式只用 GPT-2 350M 校准；
 # 其余模型（另一种规模、另一种架构）是检验它能否推广的留出集。
@@ -471,9 +471,9 @@ planner.widget
 #
 # ## 8. 原文的硬件断言
 #
-# 原文说"在 24 GB 显存上训练 13B 模型"需要 DeepSpeed，又说"单张 3090（24 GB）跑 70B 模型"要用 ZeRO-3 Offload，
+# 原文说“在 24 GB 显存上训练 13B 模型”需要 DeepSpeed，又说“单张 3090（24 GB）跑 70B 模型”要用 ZeRO-3 Offload，
 # 并推荐 256 GB 以上的主机内存。能不能，要同时看两个数：每张 GPU 在训练一步中的峰值（第 7 节的峰值模型），
-# 和每个节点的主机内存。下面按序列长度 2048、micro-batch 1、开启 activation checkpointing 计算（"留 20% 余量"一列按上面的建议）：
+# 和每个节点的主机内存。下面按序列长度 2048、micro-batch 1、开启 activation checkpointing 计算（“留 20% 余量”一列按上面的建议）：
 
 # %%
 from dscourse.memory import PRESETS
@@ -513,9 +513,9 @@ glue("claim_70b", f"70B：单卡 ZeRO-3 + 全部 offload 时 GPU 峰值约 {form
 # %% [markdown]
 # 结论：
 #
-# - **"24 GB 训练 13B"**：ZeRO-2 永远不行（每张卡都要放完整的 bf16 参数和激活值）；ZeRO-3 不用 offload 时要十几张卡；
+# - **“24 GB 训练 13B”**：ZeRO-2 永远不行（每张卡都要放完整的 bf16 参数和激活值）；ZeRO-3 不用 offload 时要十几张卡；
 #   单卡加上 ZeRO-3 全量 offload，GPU 放得下，但主机内存要约 260 GB。
-# - **"单张 3090 跑 70B"**：GPU 显存确实不是瓶颈，瓶颈在主机内存：全量 offload 每个参数在主机上要 20 字节
+# - **“单张 3090 跑 70B”**：GPU 显存确实不是瓶颈，瓶颈在主机内存：全量 offload 每个参数在主机上要 20 字节
 #   （bf16 参数 2 + fp32 主权重 4 + fp32 梯度 4 + bf16 梯度 2 + Adam 8），70B 需要约 1.4 TB 内存；
 #   原文推荐的 256 GB 只够约 13B。再往下只能 offload 到 NVMe（ZeRO-Infinity），速度代价在 4.3 节和附录的实测中讨论。
 #
@@ -526,4 +526,4 @@ glue("claim_70b", f"70B：单卡 ZeRO-3 + 全部 offload 时 GPU 峰值约 {form
 # - DeepSpeed 自带估算器、`accelerate estimate-memory` 与真实分配各不相同；`allocated` 公式逐项解释了真实分配，GPU 实测误差见上表。
 # - OOM 由训练一步中的**峰值**决定，不是两次 step 之间的模型状态：峰值是它的数倍，词表大时 logits 链是最大的一项；
 #   `dscourse.memory.peak` 逐项算出峰值，在留作检验的 H200 实测上误差在 1% 以内。
-# - 判断"放不放得下"要同时算 GPU 峰值（再给分配器留约 20% 余量）和主机内存；`python -m dscourse.memory plan` 列出放得下的配置。
+# - 判断“放不放得下”要同时算 GPU 峰值（再给分配器留约 20% 余量）和主机内存；`python -m dscourse.memory plan` 列出放得下的配置。

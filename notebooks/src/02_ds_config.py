@@ -1,5 +1,5 @@
 # %% [markdown]
-# # 4.2 ds_config.json 配置实战
+# # 4.2 实验：检查、解释并真正加载 ds_config.json
 #
 # DeepSpeed 几乎不需要改代码，它由一个 JSON 配置文件驱动。本 notebook：
 #
@@ -65,7 +65,7 @@ run_cli("check ds_config_zero3_offload.json --for hf --world-size 2")
 # %% [markdown]
 # ## 2. 逐键解释
 #
-# "默认值"一列由 `dscourse.config.keys.deepspeed_default` 从 DeepSpeed 0.19.8 的 pydantic 模型和常量中读出，不是手抄的。
+# “默认值”一列由 `dscourse.config.keys.deepspeed_default` 从 DeepSpeed 0.19.8 的 pydantic 模型和常量中读出，不是手抄的。
 # 注意两个版本差异：`gradient_clipping` 的默认值在 0.19 里是 1.0（老文档写 0）；offload 的 `pin_memory` 默认是 true。
 
 # %%

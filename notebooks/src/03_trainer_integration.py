@@ -1,8 +1,8 @@
 # %% [markdown]
-# # 4.3 代码集成：Trainer、Accelerate 与 ZeRO-3/Offload
+# # 4.3 实验：Trainer、Accelerate 与 ZeRO-3/Offload 真实运行
 #
 # 原文这一节只有两段代码：`TrainingArguments(deepspeed="./ds_config_zero2.json")` 和
-# `accelerate launch --use_deepspeed --zero_stage 2 train.py`，然后说"不需要修改 Python 代码逻辑"。
+# `accelerate launch --use_deepspeed --zero_stage 2 train.py`，然后说“不需要修改 Python 代码逻辑”。
 # 本 notebook 把它们**真的跑起来**（2 个 CPU rank 上的真实 DeepSpeed 引擎；有 GPU 时按 GPU 规模运行），并补上原文没写、
 # 用户最容易耗掉一整天的部分：
 #
@@ -194,7 +194,7 @@ assert all(0 < loss < 20 for loss in r["losses"].values())
 # 配置里没有 `optimizer` 段，`offload_optimizer` 又指向 CPU，Trainer 于是让 DeepSpeed 建 `DeepSpeedCPUAdam`：
 # fp32 主权重和 Adam 的两份状态都在 CPU 内存里，**参数更新在 CPU 上算**，GPU 只把梯度分片送过去、把更新后的 16 位参数取回来。
 # `offload_param` 再把 16 位参数分片也放到 CPU，前向和反向时按模块取到 GPU 上（all-gather），用完即释放。
-# 原文对这个过程的描述大体对；它说的"速度降低 30–50%"则是一个需要测量的数，取决于计算能把 PCIe 传输遮住多少（本 notebook 第 8 节给出 H100 上的实测）。
+# 原文对这个过程的描述大体对；它说的“速度降低 30–50%”则是一个需要测量的数，取决于计算能把 PCIe 传输遮住多少（本 notebook 第 8 节给出 H100 上的实测）。
 #
 # ### `zero.Init`：模型还没建完就已经切分
 #
@@ -277,7 +277,7 @@ show(loss_figure({f"ZeRO-{s}": r["losses"] for s, r in bf16_runs.items()},
 # %% [markdown]
 # 四条曲线在图上几乎重合。数字上（上面最后一行）：ZeRO-1、2、3 彼此几乎相同；它们与 ZeRO-0 的最大相对差
 # 小于 bf16 的机器精度 2⁻⁷ ≈ 0.0078（断言用的容差）。差别从哪来？表里第二列给出了答案：bf16 下的 ZeRO-0
-# 不是 ZeRO 优化器，而是 `FP16_UnfusedOptimizer`（DeepSpeed 在 `_do_optimizer_sanity_check` 里对"bf16 模型 + bf16 梯度累加 + 不开 ZeRO"
+# 不是 ZeRO 优化器，而是 `FP16_UnfusedOptimizer`（DeepSpeed 在 `_do_optimizer_sanity_check` 里对“bf16 模型 + bf16 梯度累加 + 不开 ZeRO”
 # 选的 `DDP_BFLOAT16` 路径），ZeRO-1/2 用 `DeepSpeedZeroOptimizer`，ZeRO-3 用 `DeepSpeedZeroOptimizer_Stage3`。
 # 同一个数学，不同的梯度归约、范数和裁剪实现；bf16 里求和顺序一变，末位就不同，而训练会把末位差异逐步放大。
 # 换成 fp32 再比一次，差别应当消失到 fp32 的舍入水平：
@@ -321,10 +321,10 @@ assert model_kb[3] * 5 < model_kb[2] and abs(optim_kb[3] - optim_kb[2]) / optim_
 # ZeRO-1/2 的 `mp_rank_00_model_states.pt` 里有一份完整的 16 位权重（rank 0 写），优化器状态按 rank 切成
 # `*optim_states.pt`；ZeRO-0 没有切分，rank 0 把权重和整个优化器（fp32 主权重 + Adam 状态）都写进这一个文件。ZeRO-3 每个 rank 写一个
 # `zero_pp_rank_N_mp_rank_00_model_states.pt`，里面**没有**权重，只有引擎状态——参数本来就是切开的，
-# 完整的权重只以 fp32 主权重分片的形式存在于 `optim_states` 里。这就是"ZeRO-3 下 `pytorch_model.bin` 很小、
-# 或者根本没有"的原因：要拿到能用的权重，必须把各 rank 的分片合并。
+# 完整的权重只以 fp32 主权重分片的形式存在于 `optim_states` 里。这就是“ZeRO-3 下 `pytorch_model.bin` 很小、
+# 或者根本没有”的原因：要拿到能用的权重，必须把各 rank 的分片合并。
 #
-# 原文说"开启 ZeRO-3 后，模型保存速度会变慢（需要从各 GPU 收集参数）"。`save_checkpoint` 本身不收集任何东西：
+# 原文说“开启 ZeRO-3 后，模型保存速度会变慢（需要从各 GPU 收集参数）”。`save_checkpoint` 本身不收集任何东西：
 # 每个 rank 写自己的分片（上表的保存时间在这个规模下都是毫秒级）。慢的是**要求保存完整 16 位模型**的那一步：
 # `stage3_gather_16bit_weights_on_model_save: true` 时，`trainer.save_model()` 要把所有参数 all-gather 到 rank 0 再写盘。
 #
@@ -416,11 +416,11 @@ for r in bf16_runs.values():  # done with the checkpoints: at GPU scale they fil
 # 续训的每一步 loss 都与不中断的训练**完全相同**（不只是接近）：权重、Adam 状态、步数都恢复了，数据按步数确定。
 # 表里比较的是同一台机器上的两次运行：loss 的末位在不同 CPU 上会不同，但两次运行永远相同。
 #
-# 在 GPU 上"完全相同"不是白来的：cuBLAS 的工作区、嵌入层反向的原子加、cuDNN 的算法选择、融合注意力的反向，默认都可以按任意顺序累加，
+# 在 GPU 上“完全相同”不是白来的：cuBLAS 的工作区、嵌入层反向的原子加、cuDNN 的算法选择、融合注意力的反向，默认都可以按任意顺序累加，
 # 两次同样的运行末位就会不同。本课程的训练脚本开头都调用 `dscourse.scripts.deterministic()`：设置 `CUBLAS_WORKSPACE_CONFIG`、
 # `torch.use_deterministic_algorithms(True, warn_only=True)`、`torch.backends.cudnn.deterministic = True`，并让注意力走数学实现
 # （关掉 flash / memory-efficient / cuDNN 三种融合内核）。最后一条是在 H100 上量出来的：torch 在那里为 GPT-2 选 cuDNN 的融合注意力，
-# 它的反向会警告"cuDNN Attention defaults to a non-deterministic algorithm"，两次完全相同的 GPT-2 350M 运行 loss 相差到 1.5×10⁻⁵（相对）；
+# 它的反向会警告“cuDNN Attention defaults to a non-deterministic algorithm”，两次完全相同的 GPT-2 350M 运行 loss 相差到 1.5×10⁻⁵（相对）；
 # 换成数学实现后两次逐位相同，这一节的续训和第 2 节的几组对比也才逐位相同（`dscourse/data/gpu_repeatability.json` 的 `repeats`）。
 # 数学实现要把整个注意力矩阵写进显存，通常比融合内核慢、占的显存也多（这里没有单独测），所以吞吐的基准测试（第 8 节）不调用它。自己的训练要可复现，也要打开这些开关
 # （Trainer 的对应参数是 `full_determinism=True`）；只要结果在 bf16 的舍入范围内一致就够的训练，不需要付这个代价。
@@ -462,7 +462,7 @@ assert gap < 1e-5 and "model.safetensors" in second["saved_files"]
 # %% [markdown]
 # - `false`：`save_model()` 写不出权重文件。Transformers 记一条警告，改为在输出目录里存一份完整的 DeepSpeed 检查点
 #   （`global_step6/` 加 `zero_to_fp32.py`），权重要用 `zero_to_fp32` 取出。较早版本的 Transformers 在这里会留下一个
-#   几乎是空的 `pytorch_model.bin`——这就是很多人遇到的"模型文件只有几 KB"；
+#   几乎是空的 `pytorch_model.bin`——这就是很多人遇到的“模型文件只有几 KB”；
 # - `true`：各 rank 的 16 位参数 all-gather 到 rank 0，写成 `model.safetensors`，可以直接 `from_pretrained`；
 # - Trainer 的 `checkpoint-N/` 里同时有 DeepSpeed 分片（`global_stepN/`）、`trainer_state.json`、调度器和各 rank 的随机数状态，
 #   `resume_from_checkpoint` 靠它们接着训练。断言的容差是 1e-5（相对）而不是逐位相等：我们在别的步数上观察到，
@@ -485,7 +485,7 @@ assert check["equal"] == check["tensors"]
 # %% [markdown]
 # ## 6. 配置与 `TrainingArguments` 不一致
 #
-# 原文的避坑指南说"`train_batch_size` 设为 `"auto"`，避免冲突"。冲突是什么样子？把 ZeRO-2 配置里的
+# 原文的避坑指南说“`train_batch_size` 设为 `"auto"`，避免冲突”。冲突是什么样子？把 ZeRO-2 配置里的
 # `train_micro_batch_size_per_gpu` 写成 4、`gradient_clipping` 写成 0.5，而 `TrainingArguments` 里
 # `per_device_train_batch_size=2`、`max_grad_norm` 保持默认 1.0：
 
@@ -521,8 +521,8 @@ for name in ("hf_train", "accelerate_train", "train_run", "zero_init"):
 # %% [markdown]
 # ## 8. GPU 实测：offload 的代价、ZeRO-3 的速度、保存时间
 #
-# 上面的 CPU 实验证明"对不对"，证明不了"快不快"。原文的三个性能说法——"Offload 让训练速度降低 30–50%（受限于 PCIe 带宽）"、
-# "ZeRO-2 是目前性价比最高的选择"、"开启 ZeRO-3 后模型保存速度会变慢"——在一张 H100 上测量过，数据和出处在
+# 上面的 CPU 实验证明“对不对”，证明不了“快不快”。原文的三个性能说法——“Offload 让训练速度降低 30–50%（受限于 PCIe 带宽）”、
+# “ZeRO-2 是目前性价比最高的选择”、“开启 ZeRO-3 后模型保存速度会变慢”——在一张 H100 上测量过，数据和出处在
 # `dscourse/data/`（`benchmarks/throughput_gpu.py`、`benchmarks/checkpoint_gpu.py` 写的），下面的表和图由 `dscourse.gpu_results` 从这些文件生成。
 # 注意这是**单卡**：ZeRO 没有跨卡通信，测到的是 offload 的 PCIe 传输和 CPU 上的 Adam，以及 ZeRO-3 切分/收集参数的簿记开销。
 #
@@ -560,11 +560,11 @@ glue("gpu_offload_in_claim", f"{claim['points_in_claim']} / {claim['points']}")
 show(gpu_results.slowdown_figure(), "offload-slowdown")
 
 # %% [markdown]
-# - "慢 30–50%"只在部分情形成立。决定性的是 `pin_memory`：不锁页时 CPU↔GPU 拷贝要先经过一块临时的锁页缓冲，也不能与计算重叠，
+# - “慢 30–50%”只在部分情形成立。决定性的是 `pin_memory`：不锁页时 CPU↔GPU 拷贝要先经过一块临时的锁页缓冲，也不能与计算重叠，
 #   offload 的代价远超 50%；锁页（原文配置里的 `"pin_memory": true`）时小得多，而且每步 token 越多，GPU 计算越能遮住传输和 CPU 上的 Adam，
 #   代价越小（上表的区间）。每个点只是 4–6 个计时步的中位数，同一设置在不同机器租期之间相差约 10%：看趋势，不要读小数。
 #   `dscourse.config.build_config` 为 CPU 上的演示把 `pin_memory` 设成了 `false`；在 GPU 上请用 `true`（它多占锁页的主机内存）。
-# - ZeRO-2 和 ZeRO-0/1 在测量噪声内一样快；ZeRO-3 在单卡上就明显更慢（上面最后一行；切分和收集参数的钩子在每个模块上都要运行）。这支持原文"ZeRO-2 性价比最高"——
+# - ZeRO-2 和 ZeRO-0/1 在测量噪声内一样快；ZeRO-3 在单卡上就明显更慢（上面最后一行；切分和收集参数的钩子在每个模块上都要运行）。这支持原文“ZeRO-2 性价比最高”——
 #   放得下就用 ZeRO-2，放不下再上 ZeRO-3。多卡上的通信代价见 4.5 节。
 #
 # 保存检查点，GPT-2 1.3B（每个文件写完后再 `os.sync()` 一次，把操作系统缓存里的数据真正落盘的时间单独列出）：
@@ -582,7 +582,7 @@ glue("gpu_save16_zero3", f"{saves['save_16bit_model']['ZeRO-3 gather=true']['sec
 # %% [markdown]
 # `save_checkpoint` 在 ZeRO-3 下反而**更快**、更小：ZeRO-2 的检查点多存一份完整的 16 位权重，ZeRO-3 没有（第 5 节）。
 # 真正变慢的是把 16 位模型收集到 rank 0 写出的 `save_16bit_model`（`trainer.save_model()` 走的就是它）：ZeRO-3 要先 all-gather 每一个参数。
-# 原文"ZeRO-3 保存变慢"因此只对"保存可直接加载的模型文件"成立，对训练中途的检查点不成立。
+# 原文“ZeRO-3 保存变慢”因此只对“保存可直接加载的模型文件”成立，对训练中途的检查点不成立。
 #
 # ### 本书的 notebook 在 GPU 上从头跑到尾
 #

@@ -1,7 +1,7 @@
 # %% [markdown]
-# # 4.4 混合精度训练：数值格式、loss scaling 与 fp32 主权重
+# # 4.4 实验：数值格式、loss scaling 与 fp32 主权重
 #
-# 原文的目录列出了"混合精度训练"一节，正文却没有写。本 notebook 把它补全，**每个数都由代码算出或实测**：
+# 原文的目录列出了“混合精度训练”一节，正文却没有写。本 notebook 把它补全，**每个数都由代码算出或实测**：
 #
 # 1. fp32 / tf32 / bf16 / fp16 / fp8 的位数、范围、最小正规数和次正规数（subnormal）、精度，全部来自 `torch.finfo`；
 #    一个真实模型的梯度落在这些范围的什么位置；
@@ -9,7 +9,7 @@
 #    以及它对真实训练曲线的影响；
 # 3. DeepSpeed 自己的动态 loss scaler（`DynamicLossScaler`）：用它真实的 `update_scale(overflow)` 回放，交互式地调
 #    `initial_scale_power`、`loss_scale_window`、`hysteresis`、`min_loss_scale`；复现
-#    "Current loss scale already at minimum" 报错，并检验各种"修复"是否真的有效；
+#    “Current loss scale already at minimum” 报错，并检验各种“修复”是否真的有效；
 # 4. 在 2 个 CPU rank 上用 DeepSpeed 真实地跑 bf16 与 fp32：loss 曲线、配置键（`fp16`、`bf16`、`communication_data_type`）、
 #    逐字节清点的显存；fp16 在 DeepSpeed 的 CPU 加速器上为什么跑不了；
 # 5. 一张 H100 上 fp16 与 bf16 的实测：吞吐、跳过的步数、loss scale 轨迹。
@@ -33,7 +33,7 @@ transformers.logging.set_verbosity_error()  # quiet transformers' one-time notic
 #
 # 一个二进制浮点数由符号位、指数位（exponent，决定**范围**）和尾数位（mantissa，决定**精度**）组成。
 # 下表直接读 `torch.finfo`：`max` 是最大有限值，`smallest_normal` 是最小正规数，`eps` 是 1.0 到下一个可表示数的距离。
-# `torch.finfo` 没有"最小次正规数"这一项：它等于 `smallest_normal × eps`（最小正规数以下再少一个最低位），
+# `torch.finfo` 没有“最小次正规数”这一项：它等于 `smallest_normal × eps`（最小正规数以下再少一个最低位），
 # 下面把它和它的一半真的转换成该格式，确认前者保留、后者变成 0。
 #
 # tf32（TensorFloat-32）不是一种存储格式，PyTorch 里没有对应的 dtype：它是 Ampere 及以后 GPU 的 Tensor Core 做 fp32 矩阵乘法时的
@@ -76,7 +76,7 @@ glue("fp16_eps", f"2^-10 ≈ {fp16.eps:.4g}")
 #
 # 取 `gpt2-tiny`（13 万参数），在一个合成 batch 上做一次前向和反向，看每个梯度元素的 $\log_2|g|$。
 # 这里的梯度是**参考值**：在 float64 里单线程算出，再舍入成 fp32 一次。直接用 fp32 算，最后几位取决于 CPU 的 kernel
-# 和线程数，而恰恰是那些最小的梯度决定了"有多少落到 fp16 范围以外"；参考值在每台机器上都一样。
+# 和线程数，而恰恰是那些最小的梯度决定了“有多少落到 fp16 范围以外”；参考值在每台机器上都一样。
 
 # %%
 from dscourse.precision import cast_report, exact_zero_gradients, log2_histogram, model_gradients
@@ -96,7 +96,7 @@ print("exactly zero:", ", ".join(f"{name} {n}" for name, n in exact_zero_gradien
 # 最后一行的 0 有两种来源。`wpe`（位置嵌入）里序列用不到的那些行根本不参与计算；每层 `c_attn.bias` 里属于 key 的那 64 个偏置，
 # 梯度在精确算术下就是 0：给所有 key 加同一个偏移，每个 query 的所有打分都平移同一个量，softmax 不变。
 # 可浮点反向传播算出来的不是 0，而是舍入噪声：fp32 里约 $2^{-40}$，float64 里约 $2^{-70}$，具体多大取决于 CPU。
-# 它们会被误算成"fp16 下溢"，所以参考值把 $2^{-45}$ 以下的噪声置回 0（`dscourse.precision.NOISE_FLOOR`）。
+# 它们会被误算成“fp16 下溢”，所以参考值把 $2^{-45}$ 以下的噪声置回 0（`dscourse.precision.NOISE_FLOOR`）。
 
 # %%
 import plotly.graph_objects as go
@@ -308,7 +308,7 @@ glue("fp16_defaults", "、".join(f"`{k}`: {json.dumps(v)}" for k, v in fp16_defa
 # - 每个溢出的步都被跳过，不论 scale 有没有变。
 #
 # `simulate_loss_scale` 用这个类本身回放：按配置的 `"fp16"` 段构造 scaler（配置先经过 DeepSpeed 自己的 `DeepSpeedFP16Config` 校验），
-# 每一步调用它的 `update_scale(overflow)`。唯一的替身是 `deepspeed.comm`：scaler 只用它问"我是不是 rank 0"来决定打不打日志，
+# 每一步调用它的 `update_scale(overflow)`。唯一的替身是 `deepspeed.comm`：scaler 只用它问“我是不是 rank 0”来决定打不打日志，
 # 这里没有进程组，就回答 0；DeepSpeed 打的日志收集起来而不是打印。先看一个手写的溢出序列（`loss_scale_window` 取 2，便于看清）：
 
 # %%
@@ -326,9 +326,9 @@ print("\nDeepSpeed's log:", *demo.messages, sep="\n  ")
 #
 # ### 交互：调 `"fp16"` 的四个键
 #
-# 梯度情景是合成的：每一步给出"不做缩放时最大的 |梯度|" $\max|g|$，$S \cdot \max|g| > 65504$ 即溢出（NaN 的步无论 $S$ 多小都溢出）。
+# 梯度情景是合成的：每一步给出“不做缩放时最大的 |梯度|” $\max|g|$，$S \cdot \max|g| > 65504$ 即溢出（NaN 的步无论 $S$ 多小都溢出）。
 # 这是对梯度的模型；scaler 怎么反应，完全是 DeepSpeed 的代码。灰线是该步不溢出的最大 scale，红叉是被跳过的步。
-# 控件需要 Python 内核才能响应：在 Colab 或 Jupyter 里运行本 notebook 即可交互；网页版的读者请用下面紧接着的"不需要内核的版本"。
+# 控件需要 Python 内核才能响应：在 Colab 或 Jupyter 里运行本 notebook 即可交互；网页版的读者请用下面紧接着的“不需要内核的版本”。
 
 # %%
 from dscourse.widgets import LossScaleExplorer
@@ -350,7 +350,7 @@ _ = explorer.set(scenario="healthy", precision="fp16")
 #
 # 下面这张图在网页版里也能交互，**不需要内核**：左上角的下拉菜单选梯度情景，滑块选 `loss_scale_window`（其余键取 DeepSpeed 的默认值）。
 # 每条曲线都已由上面的控件用的同一个函数 `simulate_loss_scale`（DeepSpeed 自己的 `DynamicLossScaler`）预先算好，存在图里。
-# 试试"健康训练"下把窗口调小：scale 更频繁地试探翻倍，跳过的步随之增多；"发散"情景下不论窗口多大，都会在 NaN 出现后不久抛出异常。
+# 试试“健康训练”下把窗口调小：scale 更频繁地试探翻倍，跳过的步随之增多；“发散”情景下不论窗口多大，都会在 NaN 出现后不久抛出异常。
 
 # %%
 from dscourse.plots import loss_scale_explorer
@@ -358,14 +358,14 @@ from dscourse.plots import loss_scale_explorer
 show(loss_scale_explorer(windows=(50, 100, 200, 500, 1000, 2000), window=1000, scenario="healthy"))
 
 # %% [markdown]
-# ### 复现 "Current loss scale already at minimum"
+# ### 复现 “Current loss scale already at minimum”
 #
 # 这条报错出自 `deepspeed/runtime/fp16/loss_scaler.py` 的 `DynamicLossScaler.update_scale`：
 # 溢出、hysteresis 已耗尽、且 `cur_scale == min_scale` 时 `raise Exception("Current loss scale already at minimum - cannot
 # decrease scale anymore. Exiting run.")`。`raise_error_at_min_scale` 默认为 `True`，配置里没有键能改它。
 # 它从 ZeRO 优化器的 `step()` → `_update_scale()` 抛出，穿过 `engine.step()` 直到你的训练循环：训练中止。
 #
-# 什么情况下会走到这一步？下表对四种梯度情景试几种常见的"修复"：
+# 什么情况下会走到这一步？下表对四种梯度情景试几种常见的“修复”：
 
 # %%
 from dscourse.precision import grad_scenario, simulate_zero0_loss_scale
@@ -413,7 +413,7 @@ show(scale_figure(outcome[("grads grow", "fp16, min_loss_scale 64")], grad_scena
 #
 # ZeRO-0 不走这条路：没有 ZeRO 优化器时，DeepSpeed 用 `FP16_UnfusedOptimizer`（FusedAdam 时为 `FP16_Optimizer`）包装优化器，
 # 它们的 `_update_scale`（`deepspeed/runtime/fp16/unfused_optimizer.py`、`fused_optimizer.py`）**没有 hysteresis，到最小值后停在那里、不抛异常**。
-# 用 DeepSpeed 的这个方法回放同一个"超出 fp16 范围"的情景：
+# 用 DeepSpeed 的这个方法回放同一个“超出 fp16 范围”的情景：
 
 # %%
 z0 = simulate_zero0_loss_scale(grad_scenario("beyond fp16"))
@@ -422,7 +422,7 @@ print(f"ZeRO-1/2/3: {trace_summary(crash)}")
 glue("zero0_skipped", f"{len(z0.skipped)} / {z0.steps}")
 
 # %% [markdown]
-# 同样的梯度，ZeRO-0 把 {glue}`zero0_skipped` 步悄悄跳过、训练"正常"进行，ZeRO-1/2/3 则报错退出。前者更危险：loss 曲线看起来停滞，却没有任何报错。
+# 同样的梯度，ZeRO-0 把 {glue}`zero0_skipped` 步悄悄跳过、训练“正常”进行，ZeRO-1/2/3 则报错退出。前者更危险：loss 曲线看起来停滞，却没有任何报错。
 #
 # ## 6. DeepSpeed 上真实的 bf16 与 fp32
 #
@@ -640,16 +640,16 @@ show(fig, "gpu-fp16-vs-bf16", height=460)
 #
 # - 默认设置（$2^{16}$）下，fp16 在这段训练里一步也没有跳过，scale 保持在 $2^{16}$（窗口 1000 步还没走完一次）。
 # - 从 $2^{32}$ 起步时，前十几步全部溢出被跳过，scale 一路减半到不溢出的水平；之后每 100 步试着翻倍，溢出就退回：
-#   这就是动态 loss scaling 的"锯齿"。被跳过的步不更新权重，但照样花时间。
+#   这就是动态 loss scaling 的“锯齿”。被跳过的步不更新权重，但照样花时间。
 # - 这次测量中 fp16 的吞吐比 bf16 高（见上表）；这只是一次测量，bf16 是第一个跑的，别把这个差距当成普遍结论。
 #   两种格式每个参数字节数相同，显存峰值也相同。
 # - 350M 模型在随机 token 上 300 步内 loss 只下降了一点，三条曲线的差别在噪声范围内。
 #
 # ## 小结：怎么选
 #
-# - **有 bf16 就用 bf16**（Ampere 及以后的 GPU、TPU、新 CPU）：范围与 fp32 相同，不需要 loss scaling，不会遇到 "loss scale already at minimum"。
+# - **有 bf16 就用 bf16**（Ampere 及以后的 GPU、TPU、新 CPU）：范围与 fp32 相同，不需要 loss scaling，不会遇到 “loss scale already at minimum”。
 #   配置只需 `"bf16": {"enabled": true}`。
 # - **只能用 fp16**（V100、T4 等）：保持 `"loss_scale": 0`（动态）和默认的 `initial_scale_power: 16`；
-#   出现 "Current loss scale already at minimum" 时先查梯度/激活是否超出 fp16 范围或训练是否发散，降低 `initial_scale_power` 治不了它。
-# - fp32 主权重不能省：它正是"每参数 16 字节"里的 4 字节；纯 bf16 权重会丢掉小更新。
+#   出现 “Current loss scale already at minimum” 时先查梯度/激活是否超出 fp16 范围或训练是否发散，降低 `initial_scale_power` 治不了它。
+# - fp32 主权重不能省：它正是“每参数 16 字节”里的 4 字节；纯 bf16 权重会丢掉小更新。
 # - 混合精度不省模型状态（fp32 也是 16 字节/参数），省的是激活值和通信；`communication_data_type: "fp32"` 用通信量换求和精度。

@@ -1,7 +1,7 @@
 # %% [markdown]
-# # 4.5 多节点训练：hostfile、启动器、预检与通信量
+# # 4.5 实验：hostfile、启动器、预检与通信量
 #
-# 原文的目录列出了"多节点训练"，正文却没有写。多节点正是用户走出单机、也最容易卡住的地方：没配免密 SSH（`ssh ... exit 255`）、
+# 原文的目录列出了“多节点训练”，正文却没有写。多节点正是用户走出单机、也最容易卡住的地方：没配免密 SSH（`ssh ... exit 255`）、
 # 没装 pdsh、NCCL/gloo 选错了网卡、环境变量没有传到其他节点、`--master_addr` 写错——多数表现为**一动不动地挂住**。
 # 本 notebook 把这些都落到能运行的代码上：
 #
@@ -9,7 +9,7 @@
 # 2. 每一种启动方式的确切命令：`deepspeed`（pdsh / openmpi / mvapich / slurm / `--no_ssh`）、`torchrun`、`accelerate launch`、
 #    Slurm 批处理脚本；`.deepspeed_env` 与哪些环境变量会被转发；一个会校验输入的命令生成器；
 # 3. **一台机器上真实的两节点训练**：两个启动器进程（node_rank 0 和 1）经 TCP 会合（rendezvous），一起用 ZeRO-2 训练；
-#    机器允许时（root），两个"节点"各在一个网络命名空间（network namespace）里，有自己的网卡和 IP 地址；
+#    机器允许时（root），两个“节点”各在一个网络命名空间（network namespace）里，有自己的网卡和 IP 地址；
 # 4. 预检（preflight）命令行工具：hostfile 语法、主机名解析、非交互 SSH、master 端口、各节点版本一致，每个失败都给出修法，且绝不挂住；
 # 5. 通信量：论文的 2Ψ/3Ψ 与 DeepSpeed 自己的 comms logger 实测的字节（默认的 ZeRO-1/2 是 3Ψ），换算成 NVLink、InfiniBand、以太网上的时间；
 #    在 CPU rank 上实测 all-reduce 带宽；
@@ -61,7 +61,7 @@ for text in samples:
 print(text_table(["hostfile text", "DeepSpeed _parse_hostfile", "dscourse parse_hostfile"], rows, align_right_from=9))
 
 # %% [markdown]
-# 注意第 2、3 行：DeepSpeed 的正则只锚定行首，`slots=8 # H100` 和 `slots=8x` 都被读成 8，不报错。这种"静默接受"由 `lint_hostfile` 报告：
+# 注意第 2、3 行：DeepSpeed 的正则只锚定行首，`slots=8 # H100` 和 `slots=8x` 都被读成 8，不报错。这种“静默接受”由 `lint_hostfile` 报告：
 
 # %%
 for lint in lint_hostfile("worker-1 slots=8x\nworker-2 slots=0\nworker-3 slots=8 max_slots=8\n"):
@@ -72,7 +72,7 @@ for lint in lint_hostfile("worker-1 slots=8x\nworker-2 slots=0\nworker-3 slots=8
 #
 # `--include "worker-0@worker-1:0,2"` 表示 worker-0 的全部 GPU 加上 worker-1 的 0 号和 2 号；`--exclude "worker-1:0"` 表示除此之外的全部；
 # `--num_nodes N` 取 hostfile 的前 N 个主机，`--num_gpus G` 取每个主机的 0..G-1 号 GPU。前两者与后两者不能同时用
-# （`runner.main()`："Cannot specify num_nodes/gpus with include/exclude"）。rank 按 hostfile 的顺序编号：第一个主机的第一块 GPU 是 rank 0，
+# （`runner.main()`：“Cannot specify num_nodes/gpus with include/exclude”）。rank 按 hostfile 的顺序编号：第一个主机的第一块 GPU 是 rank 0，
 # 它所在的主机就是 master。`resolve` 的每一行都与 DeepSpeed 自己的 `parse_inclusion_exclusion` + `apply_num_nodes_and_gpus` 对照：
 
 # %%
@@ -161,7 +161,7 @@ print("\n" + source[start:source.index("        if args.launcher == PDSH_LAUNCHE
 # %% [markdown]
 # 最后三行决定了 `.deepspeed_env` 的格式：每一行都按第一个 `=` 拆成两半，**没有跳过空行和注释**。
 # 文件末尾多一个空行，`"\n".split("=", maxsplit=1)` 只有一段，解包失败，启动器直接崩溃；`# NCCL_DEBUG=INFO` 这样的注释行会变成一个
-# 名为 `# NCCL_DEBUG` 的 "变量"。用同一段代码看一下：
+# 名为 `# NCCL_DEBUG` 的 “变量”。用同一段代码看一下：
 
 # %%
 for line in ["NCCL_SOCKET_IFNAME=eth1\n", "NCCL_DEBUG=INFO\n", "\n"]:
@@ -206,7 +206,7 @@ for values in ({"launcher": "deepspeed-nossh", "nodes": 3}, {"master_addr": "127
 # 组成 world size 2 的 gloo 进程组，用 ZeRO-2 一起训练 `gpt2-tiny` 3 步。命令就是上一节生成器给出的命令（只把 `torchrun`/`deepspeed`
 # 换成了 `python -m ...`），由 `dscourse.launch.run_nodes` 同时启动、共用一个超时、出错或超时时杀掉全部进程树。
 #
-# 机器允许时（root 且能创建网络命名空间），每个"节点"在自己的网络命名空间里运行：各有一块名为 `eth0` 的虚拟网卡（veth，经一个网桥相连）和自己的 IP
+# 机器允许时（root 且能创建网络命名空间），每个“节点”在自己的网络命名空间里运行：各有一块名为 `eth0` 的虚拟网卡（veth，经一个网桥相连）和自己的 IP
 # （10.10.0.1、10.10.0.2），看不到对方的 loopback——与两台真机器在同一个子网里一样。不允许时退回到本机 loopback 上的两个进程。
 # 下一格打印这次用的是哪一种（CI 上多半是 loopback，所以这一格的输出不参与比较）：
 
@@ -279,10 +279,10 @@ for r in sorted(cross.result.ranks, key=lambda r: r["rank"]):
 # %% [markdown]
 # ### 选错网卡会怎样
 #
-# gloo 与 NCCL 都要决定"用哪块网卡、告诉对方哪个地址"。不指定时，gloo 解析本机主机名得到地址；NCCL 按自己的规则挑一块网卡
+# gloo 与 NCCL 都要决定“用哪块网卡、告诉对方哪个地址”。不指定时，gloo 解析本机主机名得到地址；NCCL 按自己的规则挑一块网卡
 # （排除 `lo` 和 `docker*` 等）。在一台 `hostname` 解析成 127.0.0.1、或者第一块网卡是管理网/docker 网桥的机器上，
 # 各 rank 就把一个对方到不了的地址告诉对方。上面的运行都设了 `GLOO_SOCKET_IFNAME=eth0`（命名空间里的网卡名）。
-# 下面故意设成 `lo`：两个节点都告诉对方"到 127.0.0.1 来连我"，而对方的 127.0.0.1 是它自己。只有命名空间模式能演示这一点
+# 下面故意设成 `lo`：两个节点都告诉对方“到 127.0.0.1 来连我”，而对方的 127.0.0.1 是它自己。只有命名空间模式能演示这一点
 # （loopback 模式下两个节点本来就共用 127.0.0.1）：
 
 # %%
@@ -312,7 +312,7 @@ else:
 # ### `--master_addr` 写错：挂住
 #
 # 再让 node 1 拿到一个错误的 master 地址（一个没有机器的地址）。node 1 一直尝试连接，node 0 一直等第二个节点，**谁都不报错**——
-# 这就是多节点训练里最常见的"挂住"。`run_nodes` 给两个节点一个共同的期限（这里 8 秒），到期就杀掉两边的整个进程树：
+# 这就是多节点训练里最常见的“挂住”。`run_nodes` 给两个节点一个共同的期限（这里 8 秒），到期就杀掉两边的整个进程树：
 
 # %%
 t0 = time.time()
@@ -340,8 +340,8 @@ print(r.stdout)
 
 # %% [markdown]
 # 这台机器上没有 SSH 服务器。为了演示完整的一遍，我们用 `dscourse.multinode.fakessh` 代替 `ssh`：它接受 ssh 的命令行，
-# 对"好"主机在本机执行远端命令（与 sshd 一样交给 `sh -c`），对"坏"主机原样打印 OpenSSH 在那种情况下的报错并以 255 退出，
-# 对"黑洞"主机永不应答。预检本身的代码与面对真 ssh 时完全相同。先是一个好的两节点配置：
+# 对“好”主机在本机执行远端命令（与 sshd 一样交给 `sh -c`），对“坏”主机原样打印 OpenSSH 在那种情况下的报错并以 255 退出，
+# 对“黑洞”主机永不应答。预检本身的代码与面对真 ssh 时完全相同。先是一个好的两节点配置：
 
 # %%
 import os
@@ -446,7 +446,7 @@ assert all(r[-1] == "yes" for r in rows)
 # ZeRO-2 一步记下的是一次 **all-reduce**，大小是全部 bf16 梯度（134,912 × 2 = 269,824 字节，另有 1 字节的溢出标志和 4 字节的梯度范数），
 # 再加一次更新后参数分片的 all-gather；ZeRO-3 的参数只 all-gather 了**一次**。完整的表（2 和 4 个 rank、ZeRO-0/1/2/3、梯度累积 1 和 2、
 # 各个开关，共 {glue}`comm_table_runs` 个配置）由 `benchmarks/comm_volume_cpu.py` 测出，存在 `dscourse/data/cpu_comm_volume.json`，
-# 测试逐个配置核对模型。下面是 4 个 rank 上的一部分（字节数是 logger 记的 msg_size × 次数；"倍数"是每个 rank 实际收发的字节，
+# 测试逐个配置核对模型。下面是 4 个 rank 上的一部分（字节数是 logger 记的 msg_size × 次数；“倍数”是每个 rank 实际收发的字节，
 # 以 $\Psi\cdot 2\,\text{字节}\cdot\frac{N-1}{N}$ 为单位，即论文的 2Ψ/3Ψ 记法）：
 
 # %%
@@ -484,17 +484,17 @@ show(comm.measured_figure(4))
 # 表里每一行背后的源码（DeepSpeed 0.19.8，`dscourse.comm.deepspeed_collectives` 给每个集合通信标了出处）：
 #
 # - **ZeRO-1/2 为什么 all-reduce**：`reduce_scatter: true`（默认）时，`stage_1_and_2.py` 的 `average_tensor` 把梯度桶按分区切片，
-#   但在第 1695 行 `if self.use_multi_rank_bucket_allreduce or ...` 时把所有切片放进同一个 "allreduce" 桶，由 `allreduce_and_scatter`
+#   但在第 1695 行 `if self.use_multi_rank_bucket_allreduce or ...` 时把所有切片放进同一个 “allreduce” 桶，由 `allreduce_and_scatter`
 #   → `allreduce_bucket` 做 `dist.all_reduce`（第 2384 行），每个 rank 再只拷走自己那一片。`use_multi_rank_bucket_allreduce` 默认为
 #   `true`（`runtime/zero/config.py`）。于是每个 rank 收发 $2\Psi\frac{N-1}{N}$ 的梯度，加上 all-gather 的 $\Psi\frac{N-1}{N}$，共 **3Ψ**：
-#   是数据并行的 1.5 倍，而不是"与数据并行相同"。
+#   是数据并行的 1.5 倍，而不是“与数据并行相同”。
 # - **`use_multi_rank_bucket_allreduce: false`**：每个切片改为 `dist.reduce` 到拥有它的 rank（`allreduce_no_retain(rank=dst)`，第 2387 行），
 #   logger 记成 `reduce`。所有切片的 reduce 合起来每个 rank 发出 $\Psi\frac{N-1}{N}$，与 reduce-scatter 相同：回到论文的 **2Ψ**。
 # - **`reduce_scatter: false`** 走 `gradient_reduction_w_predivide`（第 1618、1509 行），也是整桶 all-reduce：字节与默认完全相同。
 # - `reduce_bucket_size`、`allgather_bucket_size`、`overlap_comm` 只改变调用次数或所在的流，**一个字节也不变**：
 #   torch 有 `all_gather_into_tensor` 时，`runtime/utils.py` 的 `all_gather_dp_groups`（第 1021 行）每组一次收集，根本不看 `allgather_bucket_size`。
 # - **梯度累积**：ZeRO-0/1 只在累积边界上归约一次；ZeRO-2 每个 micro-batch 都 all-reduce 一次（`engine.py` 的 `allreduce_gradients`，
-#   第 3085 行："ZeRO stage >= 2 communicates during non gradient accumulation boundaries as well"）；ZeRO-3 每个 micro-batch 都收集参数、
+#   第 3085 行：“ZeRO stage >= 2 communicates during non gradient accumulation boundaries as well”）；ZeRO-3 每个 micro-batch 都收集参数、
 #   reduce-scatter 梯度。参数的 all-gather（ZeRO-1/2）每步只有一次。
 # - **ZeRO-3 收集一次还是两次**：参数协调器在一个模块前向结束后释放它的参数，除非它下一次被用到的位置在 trace 里相距不到
 #   `stage3_max_reuse_distance` 个元素，或者预取器已经为那次使用取过它（`partitioned_param_coordinator.py` 的 `__params_to_release`）。
@@ -506,7 +506,7 @@ show(comm.measured_figure(4))
 # - **ZeRO++ `zero_hpz_partition_size`**：一步里的第一次收集从全部 N 个 rank 的主分片取，同时在节点内（这里 2 个 rank）留一份二级分片；
 #   同一步里之后的收集（下一个 micro-batch、反向的第二次）都只在节点内进行，logger 记的分片因此大一倍，但不跨节点。
 # - `zero_quantized_weights`、`zero_quantized_gradients` 在 CPU rank 上跑不起来：它们要量化 kernel，`deepspeed/ops/op_builder/cpu/no_impl.py` 报
-#   "This op had not been implemented on CPU backend"（分别在 `zero.Init` 和第一次反向的 `all_to_all_quant_reduce` 里）。
+#   “This op had not been implemented on CPU backend”（分别在 `zero.Init` 和第一次反向的 `all_to_all_quant_reduce` 里）。
 #
 # 大模型的 ZeRO-3 处在两者之间：默认的 10⁹ 个元素只够留住最后一段模块。把 Llama-2-7B 的每个宽度除以 64（每个模块的元素少 4096 倍），
 # 阈值也除以 4096，实测第二次收集了非常驻参数的 {glue}`comm_7b_scaled_regathered`；`dscourse.comm.zero3_regathered` 的规则
@@ -556,7 +556,7 @@ glue("comm_7b_z3_ga8", comm.format_bytes(comm.step_volume_bytes(psi, 3, 64, 2, g
 # NVIDIA 的 nccl-tests（`doc/PERFORMANCE.md`）报告两种带宽：**算法带宽** algbw = S / t（S 是完整张量的字节数），
 # **总线带宽** busbw = algbw × 2(N−1)/N（all-reduce）或 × (N−1)/N（all-gather、reduce-scatter）。busbw 是每个 rank 的链路实际承载的速率，
 # 与 N 无关，可以直接和硬件的链路速率比较。于是一次集合通信的时间是 $t = S \cdot \text{factor} / \text{busbw}$。
-# 下表用的是各种链路**标称的单向速率**（每块 GPU），字节是上面 DeepSpeed 实际发出的（"paper" 一列是论文的计数）；
+# 下表用的是各种链路**标称的单向速率**（每块 GPU），字节是上面 DeepSpeed 实际发出的（“paper” 一列是论文的计数）；
 # 实测 busbw 通常低一些，而且计算与通信的重叠（overlap）会藏起一部分时间：
 
 # %%
@@ -654,7 +654,7 @@ assert ratio > 10
 #
 # | 故障 | 症状 | 诊断 | 修法 |
 # |---|---|---|---|
-# | 免密 SSH 没配好 | `deepspeed` 报 "...was not reachable via ssh"；pdsh 打印 `ssh exited with exit code 255` | `ssh -o BatchMode=yes worker-2 true; echo $?`（255 即失败），`ssh -v` 看原因；本节的 preflight | `ssh-keygen` + `ssh-copy-id`；第一次连接先接受主机指纹；或改用 `--no_ssh`/torchrun |
+# | 免密 SSH 没配好 | `deepspeed` 报 “...was not reachable via ssh”；pdsh 打印 `ssh exited with exit code 255` | `ssh -o BatchMode=yes worker-2 true; echo $?`（255 即失败），`ssh -v` 看原因；本节的 preflight | `ssh-keygen` + `ssh-copy-id`；第一次连接先接受主机指纹；或改用 `--no_ssh`/torchrun |
 # | 没装 pdsh | `RuntimeError: launcher 'pdsh' not installed.` | `which pdsh` | 在 node 0 上安装 pdsh；或 `--launcher openmpi/slurm`、`--no_ssh` |
 # | `--master_addr` 写错（127.0.0.1、docker0 地址、别的节点） | 其余节点一直等待（torchrun 的静态会合默认等 600 秒），没有任何报错 | `ss -ltn` 看 master 端口在哪个地址上监听；其他节点上 `nc -zv <master> <port>` | 用 node 0 在训练网络上的地址（`hostname -I` 里那个，而不是第一个） |
 # | 选错网卡 | 会合成功，第一个集合通信挂住或 `Connection refused`/超时 | `NCCL_DEBUG=INFO`（看 `NET/Socket : Using ...`）、`NCCL_DEBUG_SUBSYS=INIT,NET`；gloo 看报错里的 `remote=[地址]` | `NCCL_SOCKET_IFNAME=ib0`（或 `=eth0`、`^docker,lo`）、`GLOO_SOCKET_IFNAME=eth0`，并用 `.deepspeed_env` 或各节点命令传过去 |

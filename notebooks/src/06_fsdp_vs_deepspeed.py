@@ -1,5 +1,5 @@
 # %% [markdown]
-# # 4.6 DeepSpeed 与 FSDP：同一个模型，两种切分
+# # 4.6 实验：同一个模型，ZeRO-3 与 FSDP2 两种切分
 #
 # 原文用四条要点比较 DeepSpeed ZeRO-3 和 PyTorch FSDP（完全分片数据并行，Fully Sharded Data Parallel），再给一段
 # `accelerate config` 的问答。本 notebook 让两者在**同一个模型、同一批数据、同一个种子**上真的训练（2 个 CPU rank，gloo；
@@ -207,9 +207,9 @@ glue("hpz_fraction", f"1/{hybrid_total // zero_elements(hpz[0])['master']}")
 #
 # - **FULL_SHARD = ZeRO-3**：参数、梯度、Adam 状态都是 1/N，前向与反向之间也只留分片（每个块算完就释放）。与第 2 节 ZeRO-3 的分区逐个相等。
 # - **SHARD_GRAD_OP ≈ ZeRO-2，但不相等**：梯度和 Adam 状态是 1/N；参数在**静止时**也是 1/N，只在前向到反向之间整份留着
-#   （上表 "params fwd->bwd" 一列是分片加上整份模型）。ZeRO-2 则一直在每个 rank 上保存整份 bf16 参数（DeepSpeed 表的
-#   "bf16 params" 一列）。FSDP 文档的原话也是"参数在计算之外是切分的"；两者省下的都是反向时再 all-gather 一次参数的通信。
-# - **NO_SHARD = ZeRO-0 / DDP**：FSDP2 没有 NO_SHARD 这个选项；2-D 网格 (N, 1)——在 N 个副本之间复制、在 1 个 rank 内"切分"——就是它：
+#   （上表 “params fwd->bwd” 一列是分片加上整份模型）。ZeRO-2 则一直在每个 rank 上保存整份 bf16 参数（DeepSpeed 表的
+#   “bf16 params” 一列）。FSDP 文档的原话也是“参数在计算之外是切分的”；两者省下的都是反向时再 all-gather 一次参数的通信。
+# - **NO_SHARD = ZeRO-0 / DDP**：FSDP2 没有 NO_SHARD 这个选项；2-D 网格 (N, 1)——在 N 个副本之间复制、在 1 个 rank 内“切分”——就是它：
 #   每个 rank 持有全部参数、梯度和 Adam 状态，梯度用 all-reduce 同步。纯数据并行在 PyTorch 里更常用的写法是 DDP。
 # - **HYBRID_SHARD**：2-D 网格 (副本组数, 组内分片数)，组内做 FULL_SHARD，组间像 DDP 一样复制并 all-reduce 梯度。
 #   4 个 rank、网格 2×2 时每个 rank 持有 1/2 而不是 1/4：参数、梯度、Adam 状态都只在组内切分，用内存换跨节点通信（组通常就是一个节点）。
@@ -235,7 +235,7 @@ for extra in ({"mics_shard_size": 2}, {"zero_hpz_partition_size": 2}):
         print(f"{extra}: {type(error).__name__}: {error}")
 
 # %% [markdown]
-# 所以常见对照表里的"HYBRID_SHARD ≈ ZeRO++ hpZ"只是近似：在 DeepSpeed 0.19 里，跨节点少通信的办法就是 hpZ（以及 ZeRO++ 的另两项：
+# 所以常见对照表里的“HYBRID_SHARD ≈ ZeRO++ hpZ”只是近似：在 DeepSpeed 0.19 里，跨节点少通信的办法就是 hpZ（以及 ZeRO++ 的另两项：
 # 量化权重 qwZ 和量化梯度 qgZ），代价与 HYBRID_SHARD 不同。
 #
 # ## 4. Offload：各自放什么、在哪里算
@@ -262,16 +262,16 @@ if not torch.cuda.is_available():
     assert zb["cpu"]["grads"] == per_rank * 6
 
 # %% [markdown]
-# 在 CPU 上"设备"和"主机"是同一块内存，所以两边的字节都记在 `cpu` 名下；表里能看到的是**结构**：
+# 在 CPU 上“设备”和“主机”是同一块内存，所以两边的字节都记在 `cpu` 名下；表里能看到的是**结构**：
 #
 # - DeepSpeed 的 offload 是**两个独立开关**。`offload_optimizer` 把 fp32 主权重、Adam 状态和一份 fp32 梯度放进主机内存，
 #   **优化器在 CPU 上计算**（GPU 上用 `DeepSpeedCPUAdam`，4.3 节）；bf16 参数分区留在 GPU 上，除非再打开 `offload_param`。
 #   上表 ZeRO-3 的梯度一栏正是 bf16 分区 + fp32 副本（每元素 2 + 4 字节）。还可以 offload 到 NVMe（ZeRO-Infinity）。
 # - FSDP2 的 `CPUOffloadPolicy` 是**一个开关**：分片参数、分片梯度、优化器状态全部在主机内存，优化器步骤在 CPU 上
-#   由 PyTorch 自己的 AdamW 执行；前向、反向时把分片拷到 GPU 再 all-gather。没有"只 offload 优化器"的选项，也没有 NVMe。
+#   由 PyTorch 自己的 AdamW 执行；前向、反向时把分片拷到 GPU 再 all-gather。没有“只 offload 优化器”的选项，也没有 NVMe。
 # - 数值上 offload 什么也不改变：FSDP2 开不开 offload，loss 曲线相同。
 #
-# 所以原文"FSDP 的 Offload 能力稍弱"要说具体：FSDP2 只有全有或全无的 CPU offload，DeepSpeed 可以只 offload 优化器、
+# 所以原文“FSDP 的 Offload 能力稍弱”要说具体：FSDP2 只有全有或全无的 CPU offload，DeepSpeed 可以只 offload 优化器、
 # 可以 offload 到 NVMe，并带有专门的 CPU Adam。GPU 上各要多少显存，见 4.1 节的显存账本。
 #
 # ## 5. 原文的 `accelerate config`：写成配置文件，真的启动
@@ -312,7 +312,7 @@ assert all(x["fsdp"]["elements"]["params"] == per_rank for x in acc.ranks)
 # | `fsdp_auto_wrap_policy: TRANSFORMER_BASED_WRAP` | 仍然有效；FSDP2 据此对每个 `GPT2Block` 调用 `fully_shard`，再对根模块调用一次 |
 # | `fsdp_backward_prefetch`、`fsdp_use_orig_params`、`fsdp_sync_module_states` | FSDP2 不需要：Accelerate 警告后忽略 |
 # | `fsdp_forward_prefetch` | FSDP2 尚未实现：设了任何值，Accelerate 都报 `ValueError`（`accelerate/utils/dataclasses.py`） |
-# | "代码无需任何修改" | 训练循环不用改；但 FSDP2 的 `optimizer` 必须在 `prepare` 之后才指向分片参数（Accelerate 替你处理），保存完整权重要用 `accelerator.get_state_dict` |
+# | “代码无需任何修改” | 训练循环不用改；但 FSDP2 的 `optimizer` 必须在 `prepare` 之后才指向分片参数（Accelerate 替你处理），保存完整权重要用 `accelerator.get_state_dict` |
 #
 # ### 一个只在 CPU 上出现的坑
 #
@@ -357,7 +357,7 @@ print(text_table(["run", "time per step"], rows))
 # %% [markdown]
 # 13.5 万参数的模型上，一步只有几十毫秒，时间主要花在框架自身的调度（钩子、all-gather 的拼接、gloo 通信）上，
 # 两个框架在这里处于同一个量级，谁快谁慢随机器和运行而变，**不能**用来判断 GPU 上的吞吐。能稳定看出来的只有方向：
-# 切得越多（NO_SHARD → SHARD_GRAD_OP → FULL_SHARD）每步的通信越多；CPU offload 每步都要在"设备"和主机之间搬运分片。
+# 切得越多（NO_SHARD → SHARD_GRAD_OP → FULL_SHARD）每步的通信越多；CPU offload 每步都要在“设备”和主机之间搬运分片。
 # GPU 规模的吞吐要在 GPU 上测（`dscourse/data/gpu_throughput_gpt2-350m.json` 是 H100 上 ZeRO 各阶段与 offload 的实测，本书没有测 FSDP）。
 #
 # ## 7. 选型：每条结论指向上面的单元
@@ -373,5 +373,5 @@ print(text_table(["run", "time per step"], rows))
 # | 在 CPU 上用 Accelerate 试 FSDP：先确认 `distributed_type` 真的是 FSDP | 第 5 节 |
 # | 小模型上的时间不代表 GPU 上的吞吐 | 第 6 节 |
 #
-# 生态方面（原文的"HF 集成度高"）：Trainer 和 Accelerate 对两者都是一个配置项（DeepSpeed 见 4.3 节，FSDP 见第 5 节）；
+# 生态方面（原文的“HF 集成度高”）：Trainer 和 Accelerate 对两者都是一个配置项（DeepSpeed 见 4.3 节，FSDP 见第 5 节）；
 # FSDP2 是 PyTorch 自带的，不需要编译 CUDA/C++ 扩展，而 DeepSpeed 的部分优化器和通信算子第一次使用时要编译（4.3 节）。
