@@ -146,9 +146,13 @@ glue("optim_extra", fs[0]["held"]["elements"]["optim"] - 2 * per_rank)
 #
 # 精度上的差别在于**谁是主权重**：
 #
-# - DeepSpeed ZeRO-3（bf16）每个 rank 持有三份：bf16 参数分区（2 字节/元素）、fp32 主权重分区（4 字节）、Adam 两份状态（8 字节）；
+# - DeepSpeed ZeRO-3（bf16）每个 rank 持有四份：bf16 参数分区（2 字节/元素）、bf16 梯度分区（2 字节：`grad_partitions_flat_buffer`，
+#   `deepspeed/runtime/zero/stage3.py` 第 791 行在初始化时分配、一直保留；上表只列了参数和优化器状态，梯度分区见 4.1 节
+#   notebook 清点表中 ZeRO-3 的 `grads` 行）、fp32 主权重分区（4 字节）、Adam 两份状态（8 字节）；
 # - FSDP2 的 `MixedPrecisionPolicy(param_dtype=bf16)` 只存 fp32 分片：分片本身就是优化器更新的主权重，bf16 副本只在 all-gather 之后、
-#   计算期间存在。所以 FSDP2 在静止时每个元素少 2 字节；
+#   计算期间存在；但它的梯度分片是 fp32（上表的 `fp32 grads`，4 字节/元素）。所以优化器步骤时两边都是每元素 16 字节
+#   （2 + 2 + 4 + 8 对 4 + 4 + 8）：FSDP2 省掉的 bf16 参数副本正好被 fp32 梯度补上。步与步之间 `optimizer.zero_grad()` 释放
+#   FSDP2 的梯度（12 字节），DeepSpeed 的梯度分区一直占着；
 # - Adam 状态多出的几十个元素是 `step` 计数器：`torch.optim.AdamW` 在 FSDP2 的每个参数张量上各存一个，DeepSpeed 把参数展平成
 #   一个组，只存一个。
 #
@@ -365,7 +369,7 @@ print(text_table(["run", "time per step"], rows))
 # | 结论 | 依据 |
 # |---|---|
 # | 两者训练出同样的模型：fp32 下 loss 相对差 < 10⁻⁶，bf16 < 10⁻³ | 第 1 节 |
-# | FULL_SHARD 与 ZeRO-3 每个 rank 持有的分区逐个相等；FSDP2 混合精度每元素少存一份 bf16 参数 | 第 2 节 |
+# | FULL_SHARD 与 ZeRO-3 每个 rank 持有的分区逐个相等；优化器步骤时两边都是每元素 16 字节（FSDP2 无 bf16 副本、梯度为 fp32） | 第 2 节 |
 # | SHARD_GRAD_OP 不等于 ZeRO-2：静止时参数也是切分的 | 第 3 节 |
 # | 跨节点想少通信：FSDP 用 HYBRID_SHARD（2-D 网格），DeepSpeed 0.19 用 ZeRO++ hpZ（MiCS 已删除）；两者的代价不同 | 第 3 节 |
 # | 显存极紧、要只 offload 优化器或用 NVMe：DeepSpeed | 第 4 节 |
