@@ -172,7 +172,12 @@ for line in ["NCCL_SOCKET_IFNAME=eth1\n", "NCCL_DEBUG=INFO\n", "\n"]:
         print(f"{line!r:30} -> ValueError: {e}")
 
 # %% [markdown]
-# `--no_ssh` 路径和 torchrun、accelerate 都**不读** `.deepspeed_env`：那里每个节点的命令自己带着环境，要在各节点上 `export`。
+# `--no_ssh` 路径和 torchrun **不读** `.deepspeed_env`（`runner.py` 第 537 行：`--no_ssh` 时 `multi_node_exec` 为假，上面这段只在多节点分支里）：
+# 那里每个节点的命令自己带着环境，要在各节点上 `export`。accelerate 分两条路：`--num_machines` 大于 1 且
+# `--deepspeed_multinode_launcher` 不是 `standard`（默认是 `pdsh`）时，`accelerate launch` 把它的整个环境**追加**写进 `./.deepspeed_env`
+# （`accelerate/commands/launch.py` 第 1060–1064 行），再调用 `deepspeed --hostfile ... --launcher pdsh`（`accelerate/utils/launch.py`
+# 第 452–460 行），由上面这段代码读出并转发：node 0 的全部变量都到达其他节点，文件每启动一次就长一截。
+# `--deepspeed_multinode_launcher standard`（下面生成器给 accelerate 的命令）走 torchrun，不写也不读它。
 #
 # ### 交互：启动命令生成器
 #
