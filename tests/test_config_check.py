@@ -407,6 +407,14 @@ def test_deepspeed_own_verdict(name):
     assert any(p.severity == "error" for p in check_config(_load(name))) or "warning" in verdict
 
 
+def test_deepspeed_file_loader_rejects_duplicate_keys():
+    # DeepSpeedConfig(path) reads with object_pairs_hook=dict_raise_error_on_duplicate_keys; a dict (json.load's,
+    # as the Trainer and Accelerate pass it) has already kept the last value
+    path = CONFIGS / "bad_duplicate_key.json"
+    assert deepspeed_verdict(path).startswith("raises ValueError: Duplicate keys in DeepSpeed config: ['stage']")
+    assert deepspeed_verdict(json.loads(path.read_text())).startswith("accepted silently (ZeRO stage 3")
+
+
 def test_deepspeed_accepts_every_good_plain_config():
     for name in EXPECTED:
         if name.startswith("ds_"):

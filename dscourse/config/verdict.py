@@ -4,14 +4,19 @@ from __future__ import annotations
 
 import copy
 import logging
+import os
 import warnings
 
 from ..logcapture import Collect
 from .deepspeed_reads import quiet, tables
 
 
-def deepspeed_verdict(cfg: dict, world_size: int = 1) -> str:
+def deepspeed_verdict(cfg: dict | str | os.PathLike, world_size: int = 1) -> str:
     """What ``deepspeed.runtime.config.DeepSpeedConfig`` does with ``cfg``, in one line.
+
+    ``cfg`` is a dict (what the HF Trainer and Accelerate hand DeepSpeed after their own ``json.load``) or the path
+    of a config file, which DeepSpeedConfig then reads itself: hjson, with ``dict_raise_error_on_duplicate_keys``
+    (``deepspeed/runtime/config.py``), so a key given twice raises there and only there.
 
     "accepted silently (...)", "accepted with a warning (...): ..." or "raises <Exception>: ...".
     DeepSpeedConfig asks torch.distributed for the world size; it is given ``world_size`` (rank 0)
@@ -30,7 +35,8 @@ def deepspeed_verdict(cfg: dict, world_size: int = 1) -> str:
         with warnings.catch_warnings(), mock.patch.object(ds_config.dist, "get_rank", return_value=0), \
                 mock.patch.object(ds_config.dist, "get_world_size", return_value=world_size):
             warnings.simplefilter("ignore")
-            parsed = ds_config.DeepSpeedConfig(copy.deepcopy(cfg))
+            source = os.fspath(cfg) if isinstance(cfg, (str, os.PathLike)) else copy.deepcopy(cfg)
+            parsed = ds_config.DeepSpeedConfig(source)
     except Exception as e:  # noqa: BLE001 - the exception is the verdict
         first = " ".join(str(e).split())[:150]
         return f"raises {type(e).__name__}: {first}" if first else f"raises {type(e).__name__}"

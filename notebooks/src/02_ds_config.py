@@ -170,33 +170,46 @@ print(f"ZeRO-{plain['zero_stage']}, {plain['optimizer_class']}, batch {plain['tr
 # %% [markdown]
 # ## 5. 经典错误：检查器与 DeepSpeed 各说了什么
 #
-# 下面每一份坏配置，左边是 `dscourse.config` 检查器的结论，右边是 DeepSpeed 0.19.8 自己的解析器（`DeepSpeedConfig`）的反应。
+# 下面每一份坏配置，左边是 `dscourse.config` 检查器的结论，右边是 DeepSpeed 0.19.8 自己读这份**文件**的反应：
+# `DeepSpeedConfig(路径)` 用 hjson 读文件，并挂了 `object_pairs_hook=dict_raise_error_on_duplicate_keys`
+# （`deepspeed/runtime/config.py` 第 444 行，钩子在 `config_utils.py` 第 205 行），同一层里一个键写两次会直接报错。
 
 # %%
 from dscourse.config import ConfigReadError, check_config, deepspeed_verdict, read_config
 
 corpus = CONFIGS / "corpus"
 expected = json.loads((corpus / "expected.json").read_text())
-rows, silent = [], 0
+rows, silent, warned = [], 0, 0
 for name, info in sorted(expected.items()):
     if not name.startswith("bad_"):
         continue
     text = (corpus / name).read_text()
     try:
-        cfg, _ = read_config(text, "deepspeed")
+        read_config(text, "deepspeed")
     except ConfigReadError:
         continue  # not even hjson: DeepSpeed cannot read these either
     problems = check_config(text, "deepspeed", info.get("world_size"))
     first = problems[0] if problems else None
-    verdict = deepspeed_verdict(cfg, world_size=info.get("world_size") or 1)
-    silent += verdict.startswith("accepted")
+    verdict = deepspeed_verdict(corpus / name, world_size=info.get("world_size") or 1)  # DeepSpeed reads the file
+    silent += verdict.startswith("accepted silently")
+    warned += verdict.startswith("accepted with a warning")
     rows.append([name.removeprefix("bad_").removesuffix(".json"), first.severity if first else "—",
                  first.path if first else "—", verdict[:72]])
 print(text_table(["mistake", "checker", "key path", "DeepSpeed 0.19.8 itself"], rows, align_right_from=9))
 print(f"\n{len(rows)} classic mistakes: the checker reports every one; DeepSpeed accepts {silent} of them "
-      "without a word")
+      f"without a word and {warned} with only a warning")
+# The same duplicate key handed over as a dict, as the HF Trainer and Accelerate do after their json.load:
+dup_text = (corpus / "bad_duplicate_key.json").read_text()
+print("\nbad_duplicate_key.json as a file:", deepspeed_verdict(corpus / "bad_duplicate_key.json"))
+print("after json.load (Trainer, Accelerate):", json.loads(dup_text)["zero_optimization"], "->",
+      deepspeed_verdict(json.loads(dup_text)))
 
 # %% [markdown]
+# 表里的 `duplicate_key`（`"stage": 2` 后面又写了 `"stage": 3`）要看配置走哪条路：DeepSpeed 自己读文件时直接报
+# `ValueError: Duplicate keys`；Trainer 和 Accelerate 却先用 `json.load` 读同一个文件（`accelerate/utils/deepspeed.py` 第 143 行，
+# `HfDeepSpeedConfig`），`json.load` 一声不响地保留后一个值，再把 dict 交给 DeepSpeed，重复键检查就不会发生——上面最后两行就是这两条路。
+# 所以检查器对 `--for hf` 和 `--for deepspeed` 都把它当作错误。
+#
 # 检查器对每一个问题都给出键路径、原因和改法，例如：
 
 # %%
