@@ -461,7 +461,7 @@ assert gap < 1e-5 and "model.safetensors" in second["saved_files"]
 
 # %% [markdown]
 # - `false`：`save_model()` 写不出权重文件。Transformers 记一条警告，改为在输出目录里存一份完整的 DeepSpeed 检查点
-#   （`global_step6/` 加 `zero_to_fp32.py`），权重要用 `zero_to_fp32` 取出（`transformers/trainer.py` 第 4114–4121 行）。
+#   （`global_step6/` 加 `zero_to_fp32.py`），权重要用 `zero_to_fp32` 取出（`transformers/trainer.py` 第 4114–4122 行）。
 #   Transformers 4.33 之前的版本在这里会留下一个几乎是空的 `pytorch_model.bin`——这就是很多人遇到的“模型文件只有几 KB”；
 #   删掉这个占位文件的是 2023 年 8 月合并的 transformers PR #25817，不是 transformers 5 的新行为；
 # - `true`：各 rank 的 16 位参数 all-gather 到 rank 0，写成 `model.safetensors`，可以直接 `from_pretrained`；
