@@ -122,7 +122,7 @@ fig.update_layout(barmode="overlay", title="Where gpt2-tiny's gradients fall (on
 show(fig, "gradient-histogram", height=440)
 
 # %% [markdown]
-# 蓝色是梯度本身：一大块落在 fp16 的次正规区（两条红色虚线之间，只剩几位有效数字），左尾掉出 $2^{-24}$ 以下；
+# 蓝色是梯度本身：一大块落在 fp16 的次正规区（两条红色虚线之间，只剩几个有效二进制位），左尾掉出 $2^{-24}$ 以下；
 # 橙色是乘以 $2^{16}$ 之后：整体右移 16 格，几乎全部进入 fp16 的正规区，而离 65504 仍有很大余量。
 # 这就是 **loss scaling**：反向传播之前把 loss 乘以 $S$，梯度也都乘上 $S$（链式法则），更新之前再除回去。
 # bf16 的正规区一直延伸到 $2^{-126}$，这些梯度全部落在里面，所以 bf16 不需要 loss scaling。
