@@ -517,7 +517,8 @@ glue("claim_70b", f"70B：单卡 ZeRO-3 + 全部 offload 时 GPU 峰值约 {form
 #   单卡加上 ZeRO-3 全量 offload，GPU 放得下，但主机内存要约 260 GB。
 # - **“单张 3090 跑 70B”**：GPU 显存确实不是瓶颈，瓶颈在主机内存：全量 offload 每个参数在主机上要 20 字节
 #   （bf16 参数 2 + fp32 主权重 4 + fp32 梯度 4 + bf16 梯度 2 + Adam 8），70B 需要约 1.4 TB 内存；
-#   原文推荐的 256 GB 只够约 13B。再往下只能 offload 到 NVMe（ZeRO-Infinity），速度代价在 4.3 节和附录的实测中讨论。
+#   原文推荐的 256 GB 只够约 13B。再往下只能 offload 到 NVMe（ZeRO-Infinity，`offload_optimizer`/`offload_param` 的 `"device": "nvme"`）；
+#   本书没有测 NVMe offload 的速度，CPU offload 的速度代价见 4.3 节（`03_trainer_integration` 第 8 节的 GPU 实测）。
 #
 # ## 小结
 #
