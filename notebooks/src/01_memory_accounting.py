@@ -100,6 +100,43 @@ print(text_table(["GPUs", "ZeRO-1 paper", "ZeRO-1 seed", "ZeRO-2 paper", "ZeRO-2
 glue("saving_4gpu", f"ZeRO-1 {rows[0][1]}、ZeRO-2 {rows[0][3]}、ZeRO-3 {rows[0][5]}")
 
 # %% [markdown]
+# 原文接着为 7B 模型在 4 张 GPU 上画了四张示意图：DDP 每卡 84 GB（合计 336 GB）、ZeRO-1 42 GB、ZeRO-2 方框上写 28 GB、
+# ZeRO-3 21 GB。同一个 `estimate` 按原文的 12 字节算法（`seed`）和论文的 16 字节算法（`paper`）重算每一张：
+
+# %%
+seed_boxes = {0: 84, 1: 42, 2: 28, 3: 21}  # GB per GPU written on the seed's four diagrams (7B, 4 GPUs)
+rows, per_gpu = [], {}
+for stage, drawn in seed_boxes.items():
+    setup = Setup(params=7_000_000_000, gpus=4, stage=stage)
+    own, right = estimate(setup, "seed").gpu_bytes, estimate(setup, "paper").gpu_bytes
+    per_gpu[stage] = right
+    rows.append(["DDP" if stage == 0 else f"ZeRO-{stage}", f"{drawn} GB", format_bytes(own), format_bytes(right),
+                 format_bytes(4 * right)])
+print(text_table(["seed diagram", "written on the box", "seed's 12 B/param", "paper 16 B/param", "4 GPUs, paper"],
+                 rows))
+seed_zero2 = estimate(Setup(params=7_000_000_000, gpus=4, stage=2), "seed").gpu_bytes
+assert seed_zero2 == 31.5e9  # the seed's own sum 14 + 3.5 + 14 under its ZeRO-2 diagram, not the 28 GB on the boxes
+print(f"\nThe seed's ZeRO-2 boxes say 28 GB, its own sum below them {format_bytes(seed_zero2)}.")
+glue("seed_4gpu_paper", "、".join(f"{r[0]} {r[3]}" for r in rows))
+glue("seed_4gpu_ddp_total", format_bytes(4 * per_gpu[0]))
+glue("seed_4gpu_zero2_own", format_bytes(seed_zero2))
+
+# %% [markdown]
+# - 原文自己的乘法在 DDP、ZeRO-1、ZeRO-3 三张图上是对的（84 / 42 / 21 GB），ZeRO-2 那张**前后矛盾**：四个方框写 28 GB，
+#   下面的算式 14 + 3.5 + 14 却是 31.5 GB；它标的“节省 62%”也是按 31.5 GB 算的（1 − 31.5/84 = 62.5%；按 28 GB 应是 67%），28 GB 是笔误。
+# - 按每参数 16 字节，四张图应该是 112 / 49 / 38.5 / 28 GB（4 张卡合计的 DDP 是 448 GB，不是 336 GB），节省 56%、66%、75%。
+#   连 ZeRO-3 的 28 GB 也超过一张 24 GB 的卡，这还没有算激活值和缓冲区（第 7 节的峰值）。
+#
+# 原文随后的 ZeRO-3 + Offload 示意图说“反向传播时：计算梯度后，立即将参数卸载回 CPU”。DeepSpeed 0.19.8 不是这样做的：
+# 反向时送到 CPU 的是**梯度**，不是参数。每个模块反向结束后，`post_sub_module_backward_function`
+# （`deepspeed/runtime/zero/parameter_offload.py` 第 594–605 行）调用 `release_sub_module`，`__release_param`
+# （`partitioned_param_coordinator.py` 第 624–629 行）对收集来的完整参数调用 `param.partition()`；参数早已切分过，
+# 于是只是释放 GPU 上的完整副本（`partition_parameters.py` 第 1796–1804 行，`free_param`），不往 CPU 拷任何东西——反向不改参数，
+# CPU 上的分片（`offload_param` 时）或 GPU 上的分片一直都在。梯度则由 `partition_grads`（`stage3.py` 第 2006–2053 行）
+# 规约成本 rank 的分片，在累积边界由 `_offload_grad_partition_at_boundary`（第 1443–1457 行）转成 fp32 拷进 CPU 上
+# 主权重的 `.grad`，供 CPU 上的 Adam 使用；更新后的 16 位参数分片再拷回（或在 `offload_param` 时留在 CPU）。
+
+# %% [markdown]
 # ## 3. 五种公式并排：它们为什么不一样
 #
 # `python -m dscourse.memory` 把所有公式族并排打印（`--json` 输出机器可读的结果）。同一个 7B 模型，8 张 GPU，ZeRO-3：

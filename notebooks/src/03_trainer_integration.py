@@ -194,7 +194,10 @@ assert all(0 < loss < 20 for loss in r["losses"].values())
 # 配置里没有 `optimizer` 段，`offload_optimizer` 又指向 CPU，Trainer 于是让 DeepSpeed 建 `DeepSpeedCPUAdam`：
 # fp32 主权重和 Adam 的两份状态都在 CPU 内存里，**参数更新在 CPU 上算**，GPU 只把梯度分片送过去、把更新后的 16 位参数取回来。
 # `offload_param` 再把 16 位参数分片也放到 CPU，前向和反向时按模块取到 GPU 上（all-gather），用完即释放。
-# 原文对这个过程的描述大体对；它说的“速度降低 30–50%”则是一个需要测量的数，取决于计算能把 PCIe 传输遮住多少（本 notebook 第 8 节给出 H100 上的实测）。
+# 原文说“反向传播时：计算梯度后，立即将参数卸载回 CPU”，这一步说错了：反向时送到 CPU 的是**梯度分片**（转成 fp32 交给 CPU 上的 Adam，
+# `stage3.py` 的 `partition_grads` / `_offload_grad_partition_at_boundary`），参数在反向里不变，收集来的完整副本用完只是被释放
+# （`partition_parameters.py` 的 `free_param`），不往回拷（4.1 节 notebook 第 2 节逐行引用了源码）。
+# 它说的“速度降低 30–50%”则是一个需要测量的数，取决于计算能把 PCIe 传输遮住多少（本 notebook 第 8 节给出 H100 上的实测）。
 #
 # ### `zero.Init`：模型还没建完就已经切分
 #
