@@ -3,6 +3,17 @@
 from __future__ import annotations
 
 
+def uses_cuda() -> bool:
+    """Whether this rank trains on a GPU: one is visible and the ranks were not moved onto the CPU with
+    ``DS_ACCELERATOR=cpu`` (dscourse.launch.cpu_ranks_if_gpus_short), which holds even where a launcher made a GPU
+    visible again (the deepspeed launcher sets CUDA_VISIBLE_DEVICES per node). The one test for every script."""
+    import os
+
+    import torch
+
+    return torch.cuda.is_available() and os.environ.get("DS_ACCELERATOR") != "cpu"
+
+
 def init(seed: int | None = None, backend: str = "deepspeed", timeout: float | None = None):
     """Seed, pick this rank's device and start the process group (NCCL with a GPU, gloo without).
 
@@ -19,9 +30,7 @@ def init(seed: int | None = None, backend: str = "deepspeed", timeout: float | N
 
     if seed is not None:
         torch.manual_seed(seed)
-    # DS_ACCELERATOR=cpu: ranks moved onto the CPU (dscourse.launch.cpu_ranks_if_gpus_short) even where a
-    # launcher made a GPU visible again (the deepspeed launcher sets CUDA_VISIBLE_DEVICES per node)
-    cuda = torch.cuda.is_available() and os.environ.get("DS_ACCELERATOR") != "cpu"
+    cuda = uses_cuda()
     if cuda:  # before the process group: NCCL binds each rank to the device current at init
         torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", 0)))
     name = "nccl" if cuda else "gloo"

@@ -38,7 +38,7 @@ def parse_args(argv=None):
 
 
 def main(argv=None) -> int:
-    from dscourse.scripts import deterministic, finish
+    from dscourse.scripts import deterministic, finish, uses_cuda
 
     args = parse_args(argv)
     deterministic()
@@ -48,7 +48,7 @@ def main(argv=None) -> int:
 
     from dscourse.models import SHAPES, build_model, synthetic_batch
 
-    if not torch.cuda.is_available():
+    if not uses_cuda():
         # Without a GPU, Accelerate 1.15 picks no backend for a DeepSpeed launch and counts one process
         # although DeepSpeed runs on all of them; naming gloo makes both agree. Nothing changes on a GPU.
         from accelerate import PartialState

@@ -18,7 +18,7 @@ import sys
 import time
 from pathlib import Path
 
-from dscourse.scripts import deterministic, finish
+from dscourse.scripts import deterministic, finish, uses_cuda
 
 
 def parse_args(argv=None):
@@ -64,7 +64,7 @@ def make_trainer(args, shape, world: int):
 
     save = {"save_strategy": "steps", "save_steps": args.save_steps} if args.save_steps else {"save_strategy": "no"}
     targs = TrainingArguments(output_dir=args.output_dir or os.path.join(args.out, "trainer"),
-                              deepspeed=args.config, bf16=True, use_cpu=not torch.cuda.is_available(),
+                              deepspeed=args.config, bf16=True, use_cpu=not uses_cuda(),
                               per_device_train_batch_size=args.micro_batch,
                               gradient_accumulation_steps=args.grad_accum, max_steps=args.steps,
                               learning_rate=args.lr, logging_steps=1, report_to=[], seed=args.seed,
