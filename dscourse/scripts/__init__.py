@@ -64,7 +64,9 @@ def deterministic() -> None:
 
     import torch
 
-    if torch.cuda.is_available():
+    # only for GPU ranks: deterministic algorithms also pick other CPU kernels (the embedding's backward), and
+    # CPU ranks that a launcher let see a GPU would then round differently from the same ranks elsewhere
+    if uses_cuda():
         os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
         torch.use_deterministic_algorithms(True, warn_only=True)
         torch.backends.cudnn.deterministic = True
