@@ -14,7 +14,17 @@ from .plots import stacked_memory_bar
 FREE = "自定义 (free size)"
 
 
-class MemoryCalculator:
+class _Controls:
+    """Controls that code sets by name, as a reader would (the tests and the notebooks' demo cells do):
+    ``widget.set(stage=3, gpus=8)`` returns what the widget then shows (its ``result``)."""
+
+    def set(self, **values):
+        for name, value in values.items():
+            getattr(self, name).value = value
+        return self.result
+
+
+class MemoryCalculator(_Controls):
     """Model size, GPUs, nodes, stage, offload and formula → GPU and host memory, with a stacked bar.
 
     ``calc.set(stage=3, gpus=8)`` changes controls from code (the tests do); ``calc.result`` is the
@@ -57,12 +67,6 @@ class MemoryCalculator:
         self.result = None
         self.peak = None
         self._update()
-
-    def set(self, **values):
-        """Set controls by name (``preset``, ``size``, ``gpus_per_node``, ``nodes``, ``stage``, ...)."""
-        for name, value in values.items():
-            getattr(self, name).value = value
-        return self.result
 
     def _changed(self, change):
         self.size.disabled = self.preset.value != FREE
@@ -138,7 +142,7 @@ class MemoryCalculator:
                 f"共 {setup.gpus} 张 GPU / {setup.nodes} 个节点。</p><ul>{notes}</ul>")
 
 
-class PlanWidget:
+class PlanWidget(_Controls):
     """The planner (``python -m dscourse.memory plan``) with controls: model, GPUs, memory per GPU and node, sequence
     length, global batch → the configurations that fit, cheapest first, and the ``ds_config.json`` of the first.
 
@@ -171,11 +175,6 @@ class PlanWidget:
         self.widget = w.VBox([w.HBox([w.VBox(self.controls[:3]), w.VBox(self.controls[3:])]), self.summary])
         self.result = None
         self._update()
-
-    def set(self, **values):
-        for name, value in values.items():
-            getattr(self, name).value = value
-        return self.result
 
     def argv(self) -> list[str]:
         """The command line that gives the same plan."""
@@ -212,7 +211,7 @@ class PlanWidget:
             f"<p>同样的结果：<code>{cmd}</code></p>")
 
 
-class ConfigBuilder:
+class ConfigBuilder(_Controls):
     """A form → the DeepSpeed config as strict JSON, checked by :mod:`dscourse.config` as it changes.
 
     ``builder.set(stage=3, offload_param="cpu")``; ``builder.config`` is the dict, ``builder.problems``
@@ -246,9 +245,9 @@ class ConfigBuilder:
         self.config, self.problems = None, []
         self._update()
 
-    def set(self, **values):
-        for name, value in values.items():
-            getattr(self, name).value = value
+    @property
+    def result(self) -> dict | None:
+        """The config it shows (None while the controls make none)."""
         return self.config
 
     def _update(self):
@@ -277,7 +276,7 @@ class ConfigBuilder:
                 "Trainer 会填好每个 \"auto\"。" if self.integration.value == "hf" else "不含 \"auto\"。") + "</p>"
 
 
-class LossScaleExplorer:
+class LossScaleExplorer(_Controls):
     """DeepSpeed's dynamic loss scaler over a synthetic gradient history: the ``"fp16"`` keys → the scale,
     the skipped steps, and the exception when it gets stuck at the minimum.
 
@@ -320,12 +319,6 @@ class LossScaleExplorer:
                               self.summary, self.chart])
         self.result = None
         self._update()
-
-    def set(self, **values):
-        """Set controls by name (``scenario``, ``precision``, ``initial_scale_power``, ...); returns the trace."""
-        for name, value in values.items():
-            getattr(self, name).value = value
-        return self.result
 
     def fp16_keys(self) -> dict:
         return {"initial_scale_power": self.initial_scale_power.value,

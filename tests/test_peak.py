@@ -84,12 +84,12 @@ def test_bad_shapes_say_why():
         peak_of(arch_from_file(hf_presets()["gpt2-large"]), seq=2048)
 
 
-def _check_points():
+def _check_points(name="gpu_peak_checks_h200.json"):
     import json
 
     from dscourse import package_path
 
-    data = json.loads(package_path("data", "gpu_peak_checks_h200.json").read_text())
+    data = json.loads(package_path("data", name).read_text())
     return data["provenance"], data["points"]
 
 
@@ -131,14 +131,11 @@ def test_held_out_accumulation_points_and_the_new_planner_picks_measure_what_the
     """gpt2-large and the planner's new first picks (ZeRO-2 + offload, chosen with the accumulation term) and three
     accumulation points the term was not derived from (ZeRO-1 GA 4, ZeRO-2 GA 4, ZeRO-3 + offload GA 2), measured on
     the H200 after the term was written (gpu_peak_checks_ga_h200.json). Each pick fits its budget in reserved memory."""
-    import json
-
-    from dscourse import package_path
     from dscourse.memory.planner import plan
 
-    data = json.loads(package_path("data", "gpu_peak_checks_ga_h200.json").read_text())
-    assert "H200" in data["provenance"]["gpu"] and data["provenance"]["deepspeed"] == "0.19.8"
-    presets, points, errors = hf_presets(), data["points"], {}
+    prov, points = _check_points("gpu_peak_checks_ga_h200.json")
+    assert "H200" in prov["gpu"] and prov["deepspeed"] == "0.19.8"
+    presets, errors = hf_presets(), {}
     assert len(points) == 6 and sum(p["grad_accum"] > 1 for p in points) == 5
     for p in points:
         arch = arch_from_file(presets[p["model"]])
