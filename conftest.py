@@ -23,6 +23,9 @@ import pytest
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # no downloads at run time (COURSE_DESIGN.md)
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+# DeepSpeed's CPU ops compile on first use; without debug information they compile in about half the time
+# (tools/cxx_without_debug_info says why). A compiler the caller chose (CXX) is left alone.
+os.environ.setdefault("CXX", str(Path(__file__).resolve().parent / "tools" / "cxx_without_debug_info"))
 
 _ENGINE_MODULE = re.compile(r"^pytestmark\s*=.*\bpytest\.mark\.engine\b", re.M)
 

@@ -121,3 +121,14 @@ def test_every_notebook_is_built_from_its_source():
         assert [c["cell_type"] for c in cells] == [c.cell_type for c in built]
         assert cells[2]["metadata"]["tags"] == ["remove-cell"]  # the book shows no setup machinery
         assert not [o for o in cells[2].get("outputs", []) if o.get("text") or o.get("data")], f"{name}: setup printed"
+
+
+def test_op_build_compiler_leaves_out_only_debug_information():
+    """conftest.py gives DeepSpeed's JIT op builds tools/cxx_without_debug_info: every argument but -g reaches
+    the real compiler, in order (here `echo` stands in for it)."""
+    wrapper = Path(__file__).resolve().parents[1] / "tools" / "cxx_without_debug_info"
+    args = ["-O3", "-g", "-march=native", "-DNAME=a b", "-c", "x.cpp", "-g"]
+    out = subprocess.run([str(wrapper), *args], env={**os.environ, "DSCOURSE_REAL_CXX": "echo"},
+                         capture_output=True, text=True, timeout=30)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout == "-O3 -march=native -DNAME=a b -c x.cpp\n"
