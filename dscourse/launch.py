@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import resource
 import shutil
 import signal
 import socket
@@ -115,7 +116,7 @@ def _stored_or_launched(key: str, outputs: list[int], module: str, args: list[st
         cmd = launcher_command(module, [*args, "--out", str(out)], launch["nproc"], launch["launcher"],
                                launcher_args=launch["launcher_args"])
         return LaunchResult(ranks=stored["ranks"], log=stored["log"], command=cmd)
-    t0 = time.monotonic()
+    t0, cpu0 = time.monotonic(), _children_cpu()
     try:
         result = _launch(module, args, timeout=timeout, out=out, **launch)
     except LaunchError as exc:
@@ -123,9 +124,17 @@ def _stored_or_launched(key: str, outputs: list[int], module: str, args: list[st
             runcache.store(key, args, outputs, out, {"error": str(exc), "log": exc.log})
         raise
     finally:
-        runcache.record(key, module, args, reused=False, seconds=time.monotonic() - t0)
+        runcache.record(key, module, args, reused=False, seconds=time.monotonic() - t0,
+                        cpu_seconds=_children_cpu() - cpu0, nproc=launch["nproc"])
     runcache.store(key, args, outputs, out, {"ranks": result.ranks, "log": result.log})
     return result
+
+
+def _children_cpu() -> float:
+    """CPU seconds of this process's finished children and theirs (a launcher waits for its ranks): one launch's
+    cost where launches in a process run one after the other."""
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
 
 
 def _launch(module: str, args: list[str], nproc, launcher, timeout, env, out: Path, launcher_args,

@@ -91,12 +91,15 @@ def load(key: str, args: list[str], outputs: list[int], out: Path) -> dict | Non
     return stored
 
 
-def record(key: str, module: str, args: list[str], reused: bool, seconds: float) -> None:
-    """One line per launch in the session's ledger (``ledger.jsonl``), for the session's summary."""
+def record(key: str, module: str, args: list[str], reused: bool, seconds: float, cpu_seconds: float = 0.0,
+           nproc: int | None = None) -> None:
+    """One line per launch in the session's ledger (``ledger.jsonl``), for the session's summary: wall seconds, and
+    CPU seconds of the launcher and its ranks (what a 2-core machine pays)."""
     root = cache_root()
     if root is None:
         return
-    line = json.dumps({"key": key, "module": module, "args": args, "reused": reused, "seconds": round(seconds, 1)})
+    line = json.dumps({"key": key, "module": module, "args": args, "nproc": nproc, "reused": reused,
+                       "seconds": round(seconds, 1), "cpu_seconds": round(cpu_seconds, 1)})
     with open(root / "ledger.jsonl", "a", encoding="utf-8") as f:
         f.write(line + "\n")
 
@@ -109,7 +112,8 @@ def summary() -> str | None:
         return None
     rows = [json.loads(line) for line in ledger.read_text(encoding="utf-8").splitlines()]
     ran = [r for r in rows if not r["reused"]]
-    return (f"multi-rank launches: {len(ran)} run ({sum(r['seconds'] for r in ran):.0f} s), "
+    return (f"multi-rank launches: {len(ran)} run ({sum(r['seconds'] for r in ran):.0f} s, "
+            f"{sum(r.get('cpu_seconds', 0) for r in ran):.0f} CPU-s), "
             f"{len(rows) - len(ran)} reused from earlier in this session")
 
 

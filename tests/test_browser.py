@@ -170,50 +170,61 @@ class Visit:
         self.context.close()
 
 
+@pytest.fixture(scope="module")
+def visit_of(browser, server):
+    """``visit_of(page, width=1280)``: the page opened once for every test that only reads it (the load checks, the
+    overflow check, the links); a test that moves a control opens its own :class:`Visit`. Each page load costs seconds
+    of a 2-core machine (plotly.js, MathJax and the widget manager parsed again)."""
+    opened = {}
+
+    def visit_of(page: str, width: int = 1280) -> Visit:
+        if (page, width) not in opened:
+            opened[(page, width)] = Visit(browser, server + page + ".html", width=width)
+        return opened[(page, width)]
+
+    yield visit_of
+    for visit in opened.values():
+        visit.close()
+
+
 def _name(page: str) -> str:
     return page.replace("/", "__")
 
 
 @pytest.mark.parametrize("page", PAGES)
-def test_page_loads_offline(browser, server, page):
+def test_page_loads_offline(visit_of, page):
     """Every page: no failed request, nothing requested off the local server, no JavaScript error; screenshot."""
-    visit = Visit(browser, server + page + ".html")
-    try:
-        SCREENSHOTS.mkdir(parents=True, exist_ok=True)
-        visit.page.screenshot(path=str(SCREENSHOTS / f"{_name(page)}.png"), full_page=True)
-        assert visit.requests, "no request recorded"
-        assert not visit.problems(), "\n".join(visit.problems())
-        assert visit.page.evaluate("document.documentElement.lang") == "zh-CN"
-    finally:
-        visit.close()
+    visit = visit_of(page)
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    visit.page.screenshot(path=str(SCREENSHOTS / f"{_name(page)}.png"), full_page=True)
+    assert visit.requests, "no request recorded"
+    assert not visit.problems(), "\n".join(visit.problems())
+    assert visit.page.evaluate("document.documentElement.lang") == "zh-CN"
 
 
 @pytest.mark.parametrize("width", [390, 1280])
 @pytest.mark.parametrize("page", PAGES)
-def test_no_horizontal_overflow(browser, server, page, width):
+def test_no_horizontal_overflow(visit_of, page, width):
     """On a phone (390 px) and on a desktop (1280 px) no page is wider than the screen: long inline code wraps, code
     blocks, outputs and tables scroll inside their own box (book/_ext/dscourse-book.css), and no plotly figure's
     plot area is crushed by its legend or labels (book/_ext/dscourse-plotly-narrow.js moves them on a phone)."""
-    visit = Visit(browser, server + page + ".html", width=width)
-    try:
-        got = visit.page.evaluate("""() => {
-            const W = window.innerWidth, wide = [];
-            for (const e of document.querySelectorAll('.bd-article *')) {
-                const r = e.getBoundingClientRect();
-                if (r.width > 0 && r.right > W + 1 && e.parentElement.getBoundingClientRect().right <= W + 1)
-                    wide.push(`${e.tagName}.${e.className.baseVal ?? e.className}: ${(e.textContent || '').slice(0, 60)}`);
-            }
-            const crushed = [...document.querySelectorAll('.js-plotly-plot')].filter(gd => gd._fullLayout
-                && gd._fullLayout._size.w < 0.4 * gd.getBoundingClientRect().width).map(gd => gd.id);
-            return {scroll: document.documentElement.scrollWidth, width: W, wide: wide.slice(0, 5), crushed};
-        }""")
-        if width < 600:
-            SCREENSHOTS.mkdir(parents=True, exist_ok=True)
-            visit.page.screenshot(path=str(SCREENSHOTS / f"{_name(page)}__{width}px.png"), full_page=True)
-        assert got["scroll"] <= got["width"] + 1, f"{page} at {width} px is {got['scroll']} px wide: {got['wide']}"
-        assert not got["crushed"], f"{page} at {width} px: plot area under 40% of the figure's width: {got['crushed']}"
-    finally:
-        visit.close()
+    visit = visit_of(page, width)
+    got = visit.page.evaluate("""() => {
+        const W = window.innerWidth, wide = [];
+        for (const e of document.querySelectorAll('.bd-article *')) {
+            const r = e.getBoundingClientRect();
+            if (r.width > 0 && r.right > W + 1 && e.parentElement.getBoundingClientRect().right <= W + 1)
+                wide.push(`${e.tagName}.${e.className.baseVal ?? e.className}: ${(e.textContent || '').slice(0, 60)}`);
+        }
+        const crushed = [...document.querySelectorAll('.js-plotly-plot')].filter(gd => gd._fullLayout
+            && gd._fullLayout._size.w < 0.4 * gd.getBoundingClientRect().width).map(gd => gd.id);
+        return {scroll: document.documentElement.scrollWidth, width: W, wide: wide.slice(0, 5), crushed};
+    }""")
+    if width < 600:
+        SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+        visit.page.screenshot(path=str(SCREENSHOTS / f"{_name(page)}__{width}px.png"), full_page=True)
+    assert got["scroll"] <= got["width"] + 1, f"{page} at {width} px is {got['scroll']} px wide: {got['wide']}"
+    assert not got["crushed"], f"{page} at {width} px: plot area under 40% of the figure's width: {got['crushed']}"
 
 
 def test_every_built_page_is_checked(book):
@@ -322,33 +333,25 @@ def test_figures_respond_without_kernel(browser, server, page):
 
 
 @pytest.mark.parametrize("page,parent", NOTEBOOK_PAGES)
-def test_colab_links_and_section_links(browser, server, page, parent):
+def test_colab_links_and_section_links(visit_of, page, parent):
     """The Colab badge and the launch button open this notebook on the configured repository and branch;
     the section page links to its notebook page and back."""
     repo = _config()["repository"]
     owner_repo = urlsplit(repo["url"]).path.strip("/")
     expected = f"https://colab.research.google.com/github/{owner_repo}/blob/{repo['branch']}/{page}.ipynb"
     assert (ROOT / f"{page}.ipynb").exists()
-    visit = Visit(browser, server + page + ".html")
-    try:
-        links = visit.page.evaluate("""() => [...document.querySelectorAll('a[href*="colab.research.google.com"]')]
-            .map(a => ({href: a.href, launch: !!a.closest('.dropdown-launch-buttons, .header-article-items'),
-                        text: a.textContent.trim()}))""")
-        badges = [link for link in links if not link["launch"]]
-        buttons = [link for link in links if link["launch"]]
-        assert badges, f"no Colab badge in {page}"
-        assert buttons, f"no Colab launch button on {page}"
-        assert {link["href"] for link in links} == {expected}
-        back = visit.page.evaluate("() => [...document.querySelectorAll('article a')].map(a => a.href)")
-        assert any(h.split("#")[0].endswith(f"{parent}.html") for h in back), f"{page} does not link back to {parent}"
-    finally:
-        visit.close()
-    visit = Visit(browser, server + parent + ".html")
-    try:
-        hrefs = visit.page.evaluate("() => [...document.querySelectorAll('article a')].map(a => a.href)")
-        assert any(h.split("#")[0].endswith(f"{page}.html") for h in hrefs), f"{parent} does not link to {page}"
-    finally:
-        visit.close()
+    links = visit_of(page).page.evaluate("""() => [...document.querySelectorAll('a[href*="colab.research.google.com"]')]
+        .map(a => ({href: a.href, launch: !!a.closest('.dropdown-launch-buttons, .header-article-items'),
+                    text: a.textContent.trim()}))""")
+    badges = [link for link in links if not link["launch"]]
+    buttons = [link for link in links if link["launch"]]
+    assert badges, f"no Colab badge in {page}"
+    assert buttons, f"no Colab launch button on {page}"
+    assert {link["href"] for link in links} == {expected}
+    back = visit_of(page).page.evaluate("() => [...document.querySelectorAll('article a')].map(a => a.href)")
+    assert any(h.split("#")[0].endswith(f"{parent}.html") for h in back), f"{page} does not link back to {parent}"
+    hrefs = visit_of(parent).page.evaluate("() => [...document.querySelectorAll('article a')].map(a => a.href)")
+    assert any(h.split("#")[0].endswith(f"{page}.html") for h in hrefs), f"{parent} does not link to {page}"
 
 
 @pytest.mark.parametrize("word", ["优化", "显存"])
