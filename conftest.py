@@ -34,6 +34,12 @@ def pytest_configure(config):
     if "DSCOURSE_RUN_CACHE" not in os.environ:
         config._dscourse_run_cache = tempfile.mkdtemp(prefix="dscourse-runs-")
         os.environ["DSCOURSE_RUN_CACHE"] = config._dscourse_run_cache
+    if "DSCOURSE_CPUINFO" not in os.environ and not _excludes_engine(config):
+        # py-cpuinfo asked once for the whole session (dscourse/cpuinfo_once.py): about 1 CPU-second per question,
+        # which DeepSpeed asks two or three times in every rank
+        from dscourse.cpuinfo_once import save
+
+        os.environ["DSCOURSE_CPUINFO"] = str(save(Path(os.environ["DSCOURSE_RUN_CACHE"]) / "cpuinfo.json"))
 
 
 def pytest_terminal_summary(terminalreporter):

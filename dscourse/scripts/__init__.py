@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+from dscourse.cpuinfo_once import use_saved
+
+use_saved()  # in a test session: DeepSpeed's CPU-feature query answered once, not in every rank (cpuinfo_once)
+
 
 def uses_cuda() -> bool:
     """Whether this rank trains on a GPU: one is visible and the ranks were not moved onto the CPU with
