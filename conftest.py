@@ -39,7 +39,9 @@ def pytest_configure(config):
         # which DeepSpeed asks two or three times in every rank
         from dscourse.cpuinfo_once import save
 
-        os.environ["DSCOURSE_CPUINFO"] = str(save(Path(os.environ["DSCOURSE_RUN_CACHE"]) / "cpuinfo.json"))
+        folder = Path(os.environ["DSCOURSE_RUN_CACHE"])
+        folder.mkdir(parents=True, exist_ok=True)
+        os.environ["DSCOURSE_CPUINFO"] = str(save(folder / "cpuinfo.json"))
 
 
 def pytest_terminal_summary(terminalreporter):
