@@ -11,7 +11,8 @@ Two counts, side by side:
   again for backward and reduce-scatters the gradients (3Ψ).
 - **what DeepSpeed 0.19.8 sends** (``deepspeed_collectives``, the default everywhere): measured with DeepSpeed's own
   comms logger on 2 and 4 CPU ranks (``dscourse/data/cpu_comm_volume.json``; the model equals it to the byte in
-  all but the two rows where it is an estimate). Its default ZeRO-1/2 all-reduce the gradients
+  all but one configuration, a 4096× smaller Llama-2-7B whose partial re-gathers with prefetching on are an estimate:
+  0.1% off; with prefetching off they are replayed over the module trace, exactly). Its default ZeRO-1/2 all-reduce the gradients
   (``use_multi_rank_bucket_allreduce``) and then all-gather: 3Ψ. Its ZeRO-3 keeps gathered parameters for the
   backward pass when they are reused within ``stage3_max_reuse_distance``: 2Ψ for a small model, close to 3Ψ for 7B.
   Each collective names the DeepSpeed source line that decides it.
@@ -207,7 +208,8 @@ def zero_settings(zero: dict | None = None) -> dict:
 
 
 def zero3_regathered(params: float, zero: dict | None = None, persistent: float = 0, tied: float = 0) -> float:
-    """Elements ZeRO-3 gathers a second time in each micro-batch's backward pass (0: one gather per micro-batch).
+    """Elements ZeRO-3 gathers a second time in each micro-batch's backward pass (0: one gather per micro-batch),
+    from the model's sizes alone (without its module trace: :func:`zero3_traced_gathers` replays it exactly).
 
     The parameter coordinator releases a module's parameters after its forward unless their next use lies within
     ``stage3_max_reuse_distance`` elements of the recorded trace, or the prefetcher has already fetched them for
@@ -218,7 +220,8 @@ def zero3_regathered(params: float, zero: dict | None = None, persistent: float 
       capped by ``stage3_max_live_parameters``; ``_fetch_sub_module_impl`` line 451): nothing is released, one gather;
     - otherwise the parameters used in the last ``max_reuse_distance`` elements before the backward pass are kept and
       the rest gathered again (measured on a 4096× smaller Llama-2-7B with the defaults / 4096: 0.1% off;
-      with distances under one layer the module granularity shows: 2% off for gpt2-tiny at 40k).
+      with distances under one layer the module granularity shows: 2% off for gpt2-tiny at 40k, where
+      :func:`zero3_traced_gathers` is exact).
     """
     z = zero_settings(zero)
     live = params - persistent + tied  # the elements one pass uses (a tied weight counted once per module using it)
@@ -227,24 +230,97 @@ def zero3_regathered(params: float, zero: dict | None = None, persistent: float 
     return max(0.0, live - z["stage3_max_reuse_distance"])
 
 
-def zero3_regime(params: float, zero: dict | None = None, persistent: float = 0, tied: float = 0) -> str:
-    """``"kept"`` (one gather per micro-batch), ``"released"`` (every use gathers: reuse distance 0) or
-    ``"estimate"`` (some parameters gathered again: ``zero3_regathered``'s rule, not exact)."""
+def zero3_regime(params: float, zero: dict | None = None, persistent: float = 0, tied: float = 0,
+                 traced: bool = False) -> str:
+    """``"kept"`` (one gather per micro-batch), ``"released"`` (every use gathers: reuse distance 0), ``"traced"``
+    (some parameters gathered again, replayed exactly over the module trace: ``traced`` says one is known, and
+    prefetching is off) or ``"estimate"`` (``zero3_regathered``'s rule, not exact)."""
     z = zero_settings(zero)
     window = min(z["stage3_prefetch_bucket_size"], z["stage3_max_live_parameters"])
     if max(z["stage3_max_reuse_distance"], window) >= 2 * (params - persistent + tied):
         return "kept"
-    return "released" if z["stage3_max_reuse_distance"] == 0 else "estimate"
+    if z["stage3_max_reuse_distance"] == 0:
+        return "released"
+    return "traced" if traced and window == 0 else "estimate"
+
+
+def module_trace(spec: dict) -> list[list[tuple[str, int]]]:
+    """The modules one forward pass of a ``dscourse.models`` shape runs, in order, each as its own parameters
+    ``(name, elements)``: the order ZeRO-3's parameter coordinator records (its ``__submodule_order``; the backward
+    pass runs it in reverse). Modules without parameters (blocks, dropout, activations) are left out: they add
+    nothing to a reuse distance. A tied LM head names the embedding's weight. ``spec``: ``Arch.as_dict()``."""
+    h, v, inter, layers = spec["hidden"], spec["vocab"], spec["intermediate"], spec["layers"]
+    if spec["family"] == "gpt2":
+        def linear(name, n_in, n_out):
+            return [(f"{name}.weight", n_in * n_out), (f"{name}.bias", n_out)]
+
+        def norm(name):
+            return [(f"{name}.weight", h), (f"{name}.bias", h)]
+
+        trace = [[("wte.weight", v * h)], [("wpe.weight", spec["positions"] * h)]]
+        for i in range(layers):
+            b = f"h.{i}"
+            trace += [norm(f"{b}.ln_1"), linear(f"{b}.attn.c_attn", h, 3 * h), linear(f"{b}.attn.c_proj", h, h),
+                      norm(f"{b}.ln_2"), linear(f"{b}.mlp.c_fc", h, inter), linear(f"{b}.mlp.c_proj", inter, h)]
+        return trace + [norm("ln_f"), [("wte.weight" if spec["tied_embeddings"] else "lm_head.weight", v * h)]]
+    if spec["family"] == "llama":
+        kv = h // spec["heads"] * (spec["kv_heads"] or spec["heads"])
+        trace = [[("embed_tokens.weight", v * h)]]
+        for i in range(layers):
+            b = f"layers.{i}"
+            # LlamaDecoderLayer.forward: norm, q/k/v/o, norm, then down_proj(act(gate_proj(x)) * up_proj(x))
+            trace += [[(f"{b}.input_layernorm.weight", h)], [(f"{b}.q_proj.weight", h * h)],
+                      [(f"{b}.k_proj.weight", h * kv)], [(f"{b}.v_proj.weight", h * kv)],
+                      [(f"{b}.o_proj.weight", h * h)], [(f"{b}.post_attention_layernorm.weight", h)],
+                      [(f"{b}.gate_proj.weight", h * inter)], [(f"{b}.up_proj.weight", h * inter)],
+                      [(f"{b}.down_proj.weight", inter * h)]]
+        head = "embed_tokens.weight" if spec["tied_embeddings"] else "lm_head.weight"
+        return trace + [[("norm.weight", h)], [(head, v * h)]]
+    raise ValueError(f"no module trace for the {spec['family']!r} family: use 'gpt2' or 'llama'")
+
+
+def zero3_traced_gathers(trace: list[list[tuple[str, int]]], zero: dict | None = None) -> int:
+    """Elements ZeRO-3 all-gathers in one micro-batch, replaying DeepSpeed 0.19.8's release rule over the module
+    ``trace`` (:func:`module_trace`; forward, then backward in reverse), with prefetching off.
+
+    Each module's fetch gathers those of its parameters that are not available (``fetch_sub_module``); parameters of
+    at most ``stage3_param_persistence_threshold`` elements are always available. After the module, its parameters
+    are released unless one of them is used by the modules that follow within ``stage3_max_reuse_distance``
+    elements: ``__params_to_release`` walks the trace from the next step, adding every visited parameter's elements,
+    and stops before the first module it reaches at or past the distance (partitioned_param_coordinator.py lines
+    634-662; ``fetch_sub_module`` has already advanced ``__step_id``, line 490).
+    """
+    z = zero_settings(zero)
+    threshold, distance = z["stage3_param_persistence_threshold"], z["stage3_max_reuse_distance"]
+    steps = trace + trace[::-1]
+    available, gathered = set(), 0
+    for i, module in enumerate(steps):
+        own = [(name, n) for name, n in module if n > threshold]
+        for name, n in own:
+            if name not in available:
+                gathered += n
+                available.add(name)
+        release, traversed = {name for name, _ in own}, 0
+        for later in steps[i + 1:]:
+            if traversed >= distance:
+                break
+            for name, n in later:
+                release.discard(name)
+                traversed += n
+        available -= release
+    return gathered
 
 
 def deepspeed_collectives(params: float, stage: int, world_size: int, dtype_bytes: int = 2, grad_accum: int = 1,
-                          zero: dict | None = None, persistent: float = 0, tied: float = 0) -> list[Collective]:
+                          zero: dict | None = None, persistent: float = 0, tied: float = 0,
+                          trace: list | None = None) -> list[Collective]:
     """The collectives one optimizer step of DeepSpeed 0.19.8 runs, with the comms logger's byte counts.
 
     ``params``: elements; ``persistent``: those ZeRO-3 keeps whole (each at most ``stage3_param_persistence_threshold``
     elements: biases and norms; ``persistent_elements`` counts them); ``tied``: elements of a weight two modules use
     (GPT-2's embedding and LM head). Padding of partitions to a multiple of the world size is left out (at most N
-    elements per parameter for ZeRO-3, per parameter group for ZeRO-1/2).
+    elements per parameter for ZeRO-3, per parameter group for ZeRO-1/2). ``trace``: the model's modules
+    (:func:`module_trace`), where known: ZeRO-3's partial re-gathers are then replayed exactly.
     """
     _check(params, stage, grad_accum, world_size)
     z = zero_settings(zero)
@@ -284,9 +360,14 @@ def deepspeed_collectives(params: float, stage: int, world_size: int, dtype_byte
     if hpz and n % k:
         raise ValueError(f"zero_hpz_partition_size {k} must divide the world size {n}")
     nonpersistent = params - persistent
-    again = zero3_regathered(params, z, persistent, tied)
-    extra_forward = tied if again else 0  # released between its two forward uses too
-    gathers = (nonpersistent + extra_forward + again) * b  # full bytes gathered per micro-batch
+    if zero3_regime(params, z, persistent, tied, traced=trace is not None) == "traced":
+        gathered = zero3_traced_gathers(trace, z)
+        again = gathered - nonpersistent
+    else:
+        again = zero3_regathered(params, z, persistent, tied)
+        extra_forward = tied if again else 0  # released between its two forward uses too
+        gathered = nonpersistent + extra_forward + again
+    gathers = gathered * b  # full bytes gathered per micro-batch
     source = ("partitioned_param_coordinator.py fetch_sub_module -> __all_gather_params -> partition_parameters.py "
               "all_gather_coalesced (line 1362); released by __params_to_release (lines 634-662)")
     if hpz:  # ZeRO++: the first gather of a step reads the primary shards of all N ranks and leaves a secondary copy
@@ -342,16 +423,16 @@ def logger_totals(entries) -> dict:
 
 
 def step_report(params: float, stage: int, world_size: int, dtype_bytes: int = 2, grad_accum: int = 1,
-                zero: dict | None = None, persistent: float = 0, tied: float = 0) -> dict:
+                zero: dict | None = None, persistent: float = 0, tied: float = 0, trace: list | None = None) -> dict:
     """One optimizer step of DeepSpeed 0.19.8 beside the paper: the JSON ``python -m dscourse.comm --stage`` prints."""
-    cs = deepspeed_collectives(params, stage, world_size, dtype_bytes, grad_accum, zero, persistent, tied)
+    cs = deepspeed_collectives(params, stage, world_size, dtype_bytes, grad_accum, zero, persistent, tied, trace)
     paper = sum(t.sent_per_rank(world_size) for t in paper_transfers(params, stage, dtype_bytes, grad_accum))
     wire = sum(c.wire_per_rank() for c in cs)
     return {
         "params": params, "stage": stage, "world_size": world_size, "dtype_bytes": dtype_bytes,
         "grad_accum": grad_accum, "zero": zero_settings(zero),
         "logged_bytes": logged_bytes(cs), "wire_bytes_per_rank": wire, "paper_wire_bytes_per_rank": paper,
-        "zero3_gathers": zero3_regime(params, zero, persistent, tied) if stage == 3 else None,
+        "zero3_gathers": zero3_regime(params, zero, persistent, tied, trace is not None) if stage == 3 else None,
         "psi_multiple": wire / (params * dtype_bytes) * world_size / (world_size - 1) if world_size > 1 else 0.0,
         "collectives": [{"op": c.op, "what": c.what, "logged_bytes": c.logged, "times": c.times, "ranks": c.ranks,
                          "wire_bytes_per_rank": c.wire_per_rank(), "source": c.source} for c in cs],
@@ -372,8 +453,12 @@ def model_for_run(run: dict, shapes: dict, dtype_bytes: int = 2) -> dict:
     numels = shape["param_numels"]
     z = zero_settings(run["zero"])
     persistent = persistent_elements(numels, z["stage3_param_persistence_threshold"]) if run["stage"] == 3 else 0
+    trace = module_trace(shape["spec"])
+    distinct = dict(param for module in trace for param in module)  # a tied weight once, as parameters() yields it
+    if sorted(distinct.values()) != sorted(numels):
+        raise ValueError(f"module_trace({run['shape']}) does not hold the measured model's parameters")
     return step_report(sum(numels), run["stage"], run["world_size"], dtype_bytes, run["grad_accum"], run["zero"],
-                       persistent, shape["tied"])
+                       persistent, shape["tied"], trace)
 
 
 def measured_vs_model(data: dict | None = None) -> list[dict]:
@@ -610,4 +695,4 @@ __all__ = ["BANDWIDTHS", "COLLECTIVES", "CPU_UNSUPPORTED", "DTYPE_BYTES", "LOGGE
            "deepspeed_collectives", "load_measured", "logged_bytes", "logged_wire_per_rank", "logger_totals",
            "measured_figure", "measured_vs_model", "model_for_run", "paper_transfers", "persistent_elements",
            "psi_multiple", "ring_allreduce_time", "step_report", "step_time", "step_transfers", "step_volume_bytes",
-           "table", "zero3_regathered", "zero3_regime", "zero_settings"]
+           "table", "zero3_regathered", "zero3_regime", "zero3_traced_gathers", "module_trace", "zero_settings"]
