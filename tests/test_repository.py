@@ -132,3 +132,28 @@ def test_op_build_compiler_leaves_out_only_debug_information():
                          capture_output=True, text=True, timeout=30)
     assert out.returncode == 0, out.stderr
     assert out.stdout == "-O3 -march=native -DNAME=a b -c x.cpp\n"
+
+
+SECTION_PAGES = sorted((ROOT / "book").glob("4_*.md"))
+
+
+@pytest.mark.parametrize("page", SECTION_PAGES, ids=lambda p: p.stem)
+def test_every_section_page_closes_with_its_takeaways(page):
+    """Each section is a lesson: a 本节要点 box says what to remember (issue: pages that teach)."""
+    text = page.read_text(encoding="utf-8")
+    assert ":::{admonition} 本节要点" in text, f"{page.name} has no 本节要点 box"
+
+
+def test_section_figures_are_named_and_captioned():
+    """Every {dscourse-figure} on a section page has a label (for {numref}) and a Chinese caption; the directive
+    refuses one without (book/_ext/section_figures.py), so the strict build fails rather than show a bare plot."""
+    import re
+
+    found = 0
+    for page in SECTION_PAGES:
+        for block in re.findall(r":::\{dscourse-figure\}[^\n]*\n(.*?)\n:::", page.read_text(encoding="utf-8"), re.S):
+            found += 1
+            assert re.search(r"^:name: fig-", block, re.M), (page.name, block[:80])
+            caption = "\n".join(line for line in block.splitlines() if line and not line.startswith(":"))
+            assert re.search(r"[\u4e00-\u9fff]", caption), (page.name, "caption not in Chinese")
+    assert found >= 5
