@@ -610,9 +610,8 @@ def comm_figure(params: float, world_size: int, dtype_bytes: int = 2, grad_accum
         fig.add_bar(name=f"ZeRO-{stage}", x=[_short(n) for n in bandwidths], y=[round(t, 6) for t in times],
                     text=[format_seconds(t) for t in times], textposition="outside")
     fig.update_layout(barmode="group", yaxis_type="log", template="plotly_white", legend_orientation="h",
-                      legend_y=-0.3, yaxis_title="communication per step (s, log scale)",
-                      title=f"{params / 1e9:.3g}B parameters, {world_size} GPUs, {dtype_bytes}-byte gradients/params, "
-                            f"no overlap", margin=dict(t=60, b=60, l=70, r=20))
+                      legend_y=-0.3, yaxis_title="每步通信时间（秒，对数坐标）",
+                      title=f"{params / 1e9:.3g}B 参数，{world_size} 张 GPU，{dtype_bytes} 字节的梯度/参数，不与计算重叠", margin=dict(t=60, b=60, l=70, r=20))
     return Figure(fig, name, height=460)
 
 

@@ -165,12 +165,12 @@ def throughput_figure(data: dict | None = None):
     fig = go.Figure()
     for key in dict.fromkeys((r["lease"], r["variant"], r["pinned"]) for r in rows):
         pts = [r for r in rows if (r["lease"], r["variant"], r["pinned"]) == key]
-        name = key[1] + (" (pin_memory)" if key[2] else "") + f"，租用 {key[0]}"
+        name = key[1] + (" (pin_memory)" if key[2] else "") + f"，机器 {key[0]}"
         fig.add_scatter(x=[r["tokens_per_step"] for r in pts], y=[r["tokens_per_second"] for r in pts],
                         mode="lines+markers", name=name, visible=True if key[0] in (1, 2, 4) else "legendonly",
                         line={"color": colors.get(key[1], "#333"), "dash": "dash" if key[2] else "solid"},
                         text=[f"micro-batch {_label(r)}" for r in pts],
-                        hovertemplate="%{text}<br>%{x:,} tokens/step<br>%{y:,.0f} tokens/s<extra>" + name + "</extra>")
+                        hovertemplate="%{text}<br>每步 %{x:,} 个 token<br>%{y:,.0f} tokens/s<extra>" + name + "</extra>")
     zero2 = sorted((r for r in rows if r["variant"] == "ZeRO-2" and r["lease"] == rows[0]["lease"]),
                    key=lambda r: r["tokens_per_step"])
     if zero2:
@@ -197,11 +197,11 @@ def slowdown_figure(data: dict | None = None):
                         fillcolor="rgba(128,128,128,0.2)", name="原文：慢 30–50%", hoverinfo="skip")
     for key in dict.fromkeys((r["lease"], r["variant"], r["pinned"]) for r in rows):
         pts = [r for r in rows if (r["lease"], r["variant"], r["pinned"]) == key]
-        name = f"{key[1]} vs {pts[0]['baseline']}" + (" (pin_memory)" if key[2] else "") + f"，租用 {key[0]}"
+        name = f"{key[1]} vs {pts[0]['baseline']}" + (" (pin_memory)" if key[2] else "") + f"，机器 {key[0]}"
         fig.add_scatter(x=[r["tokens_per_step"] for r in pts], y=[100 * r["slowdown"] for r in pts],
                         mode="lines+markers", name=name, line={"dash": "dash" if key[2] else "solid"},
                         visible=True if key[0] in (1, 4) else "legendonly",
-                        hovertemplate="%{x:,} tokens/step: %{y:.0f}% slower<extra>" + name + "</extra>")
+                        hovertemplate="每步 %{x:,} 个 token：慢 %{y:.0f}%<extra>" + name + "</extra>")
     fig.update_layout(title="CPU offload 让训练慢多少（同 stage、同 micro-batch 对比）",
                       xaxis={"title": "每个优化器步的 token 数", "type": "log"},
                       yaxis={"title": "比不 offload 慢（%）", "range": [0, 100]}, margin={"t": 60})

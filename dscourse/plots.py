@@ -58,7 +58,7 @@ def stacked_memory_bar(rows: list[tuple[str, dict]], title: str = "", name: str 
                         marker_color=COLORS[cat])
     if limit_gb:
         fig.add_hline(y=limit_gb, line_dash="dash", annotation_text=f"{limit_gb:g} GB GPU")
-    fig.update_layout(barmode="stack", title=title, yaxis_title="GB per GPU (10^9 bytes)",
+    fig.update_layout(barmode="stack", title=title, yaxis_title="每张 GPU 的 GB（10^9 字节）",
                       legend_orientation="h", legend_y=-0.2, margin=dict(t=50, b=40, l=60, r=20),
                       template="plotly_white")
     return Figure(fig, name)
@@ -149,7 +149,7 @@ def memory_explorer(presets: list[str] | None = None, gpu_counts=(1, 2, 4, 8, 16
                for p in presets]
     fig.add_hline(y=gpu_memory_gb, line_dash="dash", line_color="#888",
                   annotation_text=f"{gpu_memory_gb:g} GB GPU", annotation_position="top right")
-    fig.update_layout(barmode="stack", template="plotly_white", yaxis_title="GB per GPU (10^9 bytes)",
+    fig.update_layout(barmode="stack", template="plotly_white", yaxis_title="每张 GPU 的 GB（10^9 字节）",
                       title=dict(text=f"训练一步中每张 GPU 的显存峰值（{formula} 公式 + 步内增量，序列 {seq}，micro-batch {micro_batch}）",
                                  y=0.98, font_size=15),
                       sliders=[_slider(steps, list(gpu_counts).index(gpus), "GPU 总数（每节点 8 张）：")],
@@ -274,7 +274,7 @@ def loss_scale_explorer(windows=(50, 100, 200, 500, 1000, 2000), window: int = 1
     slider_steps = [dict(label=str(w), method="restyle", args=[update(w), [i for i, _, _ in dynamic]]) for w in windows]
     buttons = [dict(label=text.split("：")[0], method="restyle",
                     args=[{"visible": [o == key for o in owner]}]) for key, text in SCENARIOS.items()]
-    fig.update_layout(template="plotly_white", xaxis_title="step", yaxis_title="log2(scale)",
+    fig.update_layout(template="plotly_white", xaxis_title="步", yaxis_title="log2(loss scale)",
                       title=dict(text="DeepSpeed DynamicLossScaler（fp16；其余键取默认值）", y=0.98, font_size=15),
                       sliders=[_slider(slider_steps, list(windows).index(window), "loss_scale_window：")],
                       updatemenus=[_dropdown(buttons, list(SCENARIOS).index(scenario))],
@@ -318,7 +318,7 @@ def comm_explorer(presets: list[str] | None = None, world_sizes=(2, 4, 8, 16, 32
                                  "text": [[format_seconds(v) for v in t] for t in all_t]}]))
     buttons = [dict(label=p, method="restyle", args=[{"visible": [o == p for o, _ in owner]}]) for p in presets]
     fig.update_layout(barmode="group", yaxis_type="log", template="plotly_white",
-                      yaxis_title="communication per step (s, log scale)",
+                      yaxis_title="每步通信时间（秒，对数坐标）",
                       title=dict(text=f"每步通信时间（{dtype_bytes} 字节的参数/梯度，不与计算重叠）", y=0.98, font_size=15),
                       sliders=[_slider(steps, list(world_sizes).index(world_size), "GPU 总数：")],
                       updatemenus=[_dropdown(buttons, presets.index(preset))],

@@ -508,16 +508,16 @@ def scale_figure(trace: ScaleTrace, log2_max_grad=None, title: str = "", name: s
         limit = math.log2(torch.finfo(torch.float16 if trace.precision == "fp16" else torch.bfloat16).max)
         safe = [None if math.isnan(g) else round(limit - g, 2) for g in log2_max_grad[:max(trace.steps, 1)]]
         if trace.precision == "fp16":  # bf16's limit (~2^128) would flatten the plot
-            fig.add_scatter(x=steps, y=safe, mode="lines", name="largest scale without overflow",
+            fig.add_scatter(x=steps, y=safe, mode="lines", name="不溢出的最大 scale",
                             line=dict(color="#BAB0AC", width=1))
     skipped = trace.skipped
     fig.add_scatter(x=skipped, y=[math.log2(trace.scales[t]) for t in skipped], mode="markers",
-                    name=f"skipped steps ({len(skipped)})", marker=dict(color="#E45756", size=6, symbol="x"))
+                    name=f"跳过的步（{len(skipped)}）", marker=dict(color="#E45756", size=6, symbol="x"))
     if trace.error:
         fig.add_vline(x=trace.failed_at, line_dash="dash", line_color="#E45756")
-        fig.add_annotation(x=trace.failed_at, y=1, yref="paper", text=f"Exception at step {trace.failed_at}",
+        fig.add_annotation(x=trace.failed_at, y=1, yref="paper", text=f"第 {trace.failed_at} 步抛出异常",
                            showarrow=False, xanchor="right", font=dict(color="#E45756"))
-    fig.update_layout(title=title, xaxis_title="step", yaxis_title="log2(scale)", template="plotly_white",
+    fig.update_layout(title=title, xaxis_title="步", yaxis_title="log2(loss scale)", template="plotly_white",
                       legend_orientation="h", legend_y=-0.2, margin=dict(t=50, b=40, l=60, r=20))
     return Figure(fig, name)
 

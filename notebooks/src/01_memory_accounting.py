@@ -323,12 +323,12 @@ import plotly.graph_objects as go
 from dscourse.plots import show
 
 labels = [f"{r['shape']} · {r['variant']}" for r in gpu_rows]
-fig = go.Figure([go.Bar(name="measured memory_allocated()", y=labels, x=[round(r["measured"] / 1e9, 3) for r in gpu_rows],
+fig = go.Figure([go.Bar(name="实测 memory_allocated()", y=labels, x=[round(r["measured"] / 1e9, 3) for r in gpu_rows],
                         orientation="h"),
-                 go.Bar(name="allocated formula", y=labels, x=[round(r["formula"] / 1e9, 3) for r in gpu_rows],
+                 go.Bar(name="allocated 公式", y=labels, x=[round(r["formula"] / 1e9, 3) for r in gpu_rows],
                         orientation="h")])
-fig.update_layout(barmode="group", title="GPU memory between optimizer steps: formula vs measured",
-                  xaxis_title="GB per GPU", yaxis_autorange="reversed", template="plotly_white",
+fig.update_layout(barmode="group", title="两次 optimizer step 之间的 GPU 显存：公式与实测",
+                  xaxis_title="每张 GPU 的 GB", yaxis_autorange="reversed", template="plotly_white",
                   legend_orientation="h", legend_y=1.04, margin=dict(l=260, t=80))
 show(fig, "gpu-formula-vs-measured", height=900)
 

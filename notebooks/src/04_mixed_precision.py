@@ -106,18 +106,18 @@ from dscourse.plots import show
 bins, counts = log2_histogram(grads, -36, 18)
 _, counts_scaled = log2_histogram(grads * 2.0**16, -36, 18)
 fig = go.Figure()
-fig.add_bar(x=[b + 0.5 for b in bins], y=counts, name="gradients (fp32)", marker_color="#4C78A8", opacity=0.8)
-fig.add_bar(x=[b + 0.5 for b in bins], y=counts_scaled, name="gradients × 2^16 (loss scale)", marker_color="#F58518",
+fig.add_bar(x=[b + 0.5 for b in bins], y=counts, name="梯度（fp32）", marker_color="#4C78A8", opacity=0.8)
+fig.add_bar(x=[b + 0.5 for b in bins], y=counts_scaled, name="梯度 × 2^16（loss scale）", marker_color="#F58518",
             opacity=0.6)
-for x, text, color in [(-24, "fp16 smallest subnormal 2^-24", "#E45756"),
-                       (-14, "fp16 smallest normal 2^-14", "#E45756"),
-                       (math.log2(fp16.max), "fp16 max 65504", "#E45756")]:
+for x, text, color in [(-24, "fp16 最小次正规数 2^-24", "#E45756"),
+                       (-14, "fp16 最小正规数 2^-14", "#E45756"),
+                       (math.log2(fp16.max), "fp16 最大值 65504", "#E45756")]:
     fig.add_vline(x=x, line_dash="dash", line_color=color)
     fig.add_annotation(x=x, y=1.02, yref="paper", text=text, showarrow=False, font=dict(size=10, color=color))
 fig.add_annotation(x=-35, y=0.85, yref="paper", xanchor="left", showarrow=False,
-                   text="bf16: smallest normal 2^-126, max ≈ 2^128 (far outside this axis)")
-fig.update_layout(barmode="overlay", title="Where gpt2-tiny's gradients fall (one backward, fp32)",
-                  xaxis_title="log2 |gradient|", yaxis_title="elements", template="plotly_white",
+                   text="bf16：最小正规数 2^-126，最大值 ≈ 2^128（远在坐标轴之外）")
+fig.update_layout(barmode="overlay", title="gpt2-tiny 的梯度落在哪里（一次反向，fp32）",
+                  xaxis_title="log2 |梯度|", yaxis_title="元素个数", template="plotly_white",
                   legend_orientation="h", legend_y=-0.2, bargap=0)
 show(fig, "gradient-histogram", height=440)
 
@@ -187,8 +187,8 @@ glue("fp16_zero_k8", f"{100 * curve['fp16, scale 1'][8]:.1f}%")
 fig = go.Figure()
 for label, c in curve.items():
     fig.add_scatter(x=shifts, y=[round(100 * v, 3) for v in c], mode="lines+markers", name=label)
-fig.update_layout(title="Gradient elements flushed to zero in fp16 as gradients shrink",
-                  xaxis_title="gradients 2^-k smaller (k)", yaxis_title="% of nonzero elements that become 0",
+fig.update_layout(title="梯度变小时，fp16 把多少梯度元素冲成 0",
+                  xaxis_title="梯度缩小 2^-k 倍（k）", yaxis_title="变成 0 的非零元素（%）",
                   template="plotly_white", legend_orientation="h", legend_y=-0.2)
 show(fig, "underflow-vs-shift", height=400)
 
@@ -265,8 +265,8 @@ print(text_table(["mode", "loss step 0", "step 49", "step 99", "step 149", "mean
 fig = go.Figure()
 for mode, color in zip(master_runs, ("#4C78A8", "#54A24B", "#E45756")):
     fig.add_scatter(y=[round(x, 3) for x in master_runs[mode]["losses"]], mode="lines", name=mode, line_color=color)
-fig.update_layout(title="gpt2-tiny, AdamW lr 2e-5: fp32 master weights matter", xaxis_title="step",
-                  yaxis_title="training loss", template="plotly_white", legend_orientation="h", legend_y=-0.2)
+fig.update_layout(title="gpt2-tiny，AdamW lr 2e-5：fp32 主权重不能省", xaxis_title="步",
+                  yaxis_title="训练 loss", template="plotly_white", legend_orientation="h", legend_y=-0.2)
 show(fig, "master-weights-curves", height=400)
 
 # %% [markdown]
@@ -397,7 +397,7 @@ glue("diverged_bf16_skipped", len(outcome[("diverged", "bf16")].skipped))
 from dscourse.precision import scale_figure
 
 show(scale_figure(outcome[("grads grow", "fp16, min_loss_scale 64")], grad_scenario("grads grow"),
-                  title="grads grow, min_loss_scale 64: the scaler cannot go below 64 and raises", name="atmin-trace"))
+                  title="梯度变大、min_loss_scale 64：scale 降不到 64 以下，于是抛出异常", name="atmin-trace"))
 
 # %% [markdown]
 # 结论（每一格都是 DeepSpeed 自己的 `update_scale` 算出来的）：
@@ -617,21 +617,21 @@ glue("gpu_peak", f"{runs['bf16']['cuda_peak'] / 1e9:.1f} GB")
 # %%
 from plotly.subplots import make_subplots
 
-fig = make_subplots(rows=1, cols=2, subplot_titles=("loss scale (fp16 runs)", "training loss"))
+fig = make_subplots(rows=1, cols=2, subplot_titles=("loss scale（fp16 的运行）", "训练 loss"))
 for r, color in zip(gpu["runs"], ("#4C78A8", "#F58518", "#E45756")):
     if r["precision"] == "fp16":
         fig.add_scatter(y=[math.log2(s) for s in r["loss_scale"]], mode="lines", line_shape="hv", name=r["name"],
                         line_color=color, row=1, col=1)
         skipped = [t for t, s in enumerate(r["skipped"]) if s]
         fig.add_scatter(x=skipped, y=[math.log2(r["loss_scale"][t]) for t in skipped], mode="markers",
-                        marker=dict(color=color, symbol="x", size=7), name="skipped steps", showlegend=False,
+                        marker=dict(color=color, symbol="x", size=7), name="跳过的步", showlegend=False,
                         row=1, col=1)
     fig.add_scatter(y=r["losses"], mode="lines", name=r["name"], line_color=color, showlegend=r["precision"] != "fp16",
                     row=1, col=2)
-fig.update_xaxes(title_text="step")
+fig.update_xaxes(title_text="步")
 fig.update_yaxes(title_text="log2(loss scale)", row=1, col=1)
 fig.update_yaxes(title_text="loss", row=1, col=2)
-fig.update_layout(title=f"gpt2-350m, ZeRO-2, one {prov['gpu'].split(',')[0]}", template="plotly_white",
+fig.update_layout(title=f"gpt2-350m，ZeRO-2，一张 {prov['gpu'].split(',')[0]}", template="plotly_white",
                   legend_orientation="h", legend_y=-0.25)
 show(fig, "gpu-fp16-vs-bf16", height=460)
 

@@ -638,8 +638,8 @@ for op in comm.COLLECTIVES:
     pts = [e for e in results if e["op"] == op and "busbw" in e]
     fig.add_scatter(x=[e["size_bytes"] for e in pts], y=[round(e["busbw"] / 1e9, 4) for e in pts],
                     mode="lines+markers", name=op)
-fig.update_layout(title="gloo on 2 CPU ranks: bus bandwidth vs message size", xaxis_type="log",
-                  xaxis_title="message size (bytes)", yaxis_title="busbw (GB/s)", template="plotly_white",
+fig.update_layout(title="2 个 CPU rank 上的 gloo：总线带宽与消息大小", xaxis_type="log",
+                  xaxis_title="消息大小（字节）", yaxis_title="busbw (GB/s)", template="plotly_white",
                   legend_orientation="h", legend_y=-0.25)
 show(fig, "cpu-busbw", height=400)
 
