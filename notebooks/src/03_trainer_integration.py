@@ -469,9 +469,9 @@ assert gap < 1e-5 and "model.safetensors" in second["saved_files"]
 #   删掉这个占位文件的是 2023 年 8 月合并的 transformers PR #25817，不是 transformers 5 的新行为；
 # - `true`：各 rank 的 16 位参数 all-gather 到 rank 0，写成 `model.safetensors`，可以直接 `from_pretrained`；
 # - Trainer 的 `checkpoint-N/` 里同时有 DeepSpeed 分片（`global_stepN/`）、`trainer_state.json`、调度器和各 rank 的随机数状态，
-#   `resume_from_checkpoint` 靠它们接着训练。断言的容差是 1e-5（相对）而不是逐位相等：我们在别的步数上观察到，
-#   经 Trainer 续训后的第一次参数更新与不中断的训练有 1e-6 量级的差别（上面直接用 `engine.load_checkpoint` 的续训则逐位相同），
-#   原因没有查明；对训练来说，这个差别远小于 bf16 本身的舍入。
+#   `resume_from_checkpoint` 靠它们接着训练。经 Trainer 续训后的第一次参数更新，在有些续训点上与不中断的训练差 1e-6 量级
+#   （上面直接用 `engine.load_checkpoint` 的续训则逐位相同），远小于 bf16 本身的舍入：所以这里比较 Trainer 续训的曲线时
+#   用 1e-5 的相对容差，而不要求逐位相等。
 #
 # 最后用 `from_pretrained` 读回 `true` 存下的模型，与训练结束时引擎里的 bf16 权重比较：
 
@@ -611,7 +611,7 @@ glue("gpu_notebooks_minutes", f"{runs['seconds'] / 60:.0f}")
 # 机器的 `TORCH_CUDA_ARCH_LIST=9.0a` 让 DeepSpeed 0.19.8 即时编译 FusedAdam 时解析失败（`dscourse.launch.deepspeed_arch_list` 绕过，
 # 上游 PR deepspeedai/DeepSpeed#8619）；两次相同的运行末位不同（上面讲的确定性开关）；学习率 1e-3 对 350M 太大，loss 来回跳，
 # ZeRO-0 与 ZeRO-1/2/3 的差超出 bf16 容差（`dscourse.models.learning_rate` 对大模型用 2e-4）；每个 350M 的检查点约 5 GB，
-# 磁盘从 64 GB 剩到 30 GB（只在要续训的阶段保存，用完即删）。
+# 所以 GPU 规模只在要续训的阶段保存检查点，用完即删。
 
 # %% [markdown]
 # ## 小结
