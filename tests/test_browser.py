@@ -506,3 +506,15 @@ def test_widgets_say_they_need_a_kernel(book, page, parent):
         note = view.find_previous_sibling("p", class_="dscourse-kernel-note")
         assert note is not None and "内核" in note.get_text(), f"{page}: a widget without its note"
         assert note.find("a")["href"] == colab
+
+
+def test_glued_numbers_read_as_prose(book):
+    """A number the notebooks computed and the prose quotes ({glue}) is pasted as text in the sentence, not as pink
+    inline code (dscourse.book.glue records it as HTML too)."""
+    from bs4 import BeautifulSoup
+
+    soup = BeautifulSoup((book / "book" / "4_1_memory.html").read_text(encoding="utf-8"), "html.parser")
+    glued = soup.select("article span.dscourse-glued")
+    assert len(glued) >= 10, len(glued)
+    assert not [g for g in glued if g.find_parent("code")]
+    assert any(g.get_text() == "112" for g in glued)  # the H200 peak runs, in "H200 上的 … 次实测里"
