@@ -49,11 +49,11 @@ class DscourseFigure(SphinxDirective):
         except (ImportError, AttributeError, ValueError) as e:
             raise self.error(f"dscourse-figure {target}: {e}") from None
         fig = function(**kwargs)
-        plotly_fig = fig.fig if isinstance(fig, Figure) else fig
-        height = self.options.get("height") or (fig.height if isinstance(fig, Figure) else 420)
+        fig = fig if isinstance(fig, Figure) else Figure(fig)
+        height = self.options.get("height") or fig.height
 
         figure = nodes.figure(classes=["dscourse-figure"])
-        figure += nodes.raw("", figure_html(plotly_fig, f"{label}-plot", height), format="html")
+        figure += nodes.raw("", figure_html(fig.fig, f"{label}-plot", height), format="html")
         caption_nodes, messages = self.state.inline_text("\n".join(self.content), self.lineno)
         figure += nodes.caption("", "", *caption_nodes)
         self.add_name(figure)  # the :name: becomes the label {numref} points at
