@@ -280,7 +280,7 @@ def loss_scale_explorer(windows=(50, 100, 200, 500, 1000, 2000), window: int = 1
                       updatemenus=[_dropdown(buttons, list(SCENARIOS).index(scenario))],
                       legend=dict(orientation="h", x=1, xanchor="right", y=1.02, yanchor="bottom"),
                       margin=dict(t=120, b=40, l=60, r=20))
-    return Figure(fig, name, height=520)
+    return Figure(fig, name, height=640)
 
 
 def comm_explorer(presets: list[str] | None = None, world_sizes=(2, 4, 8, 16, 32, 64, 128, 256, 512, 1024),
@@ -324,4 +324,42 @@ def comm_explorer(presets: list[str] | None = None, world_sizes=(2, 4, 8, 16, 32
                       updatemenus=[_dropdown(buttons, presets.index(preset))],
                       legend=dict(orientation="h", x=1, xanchor="right", y=1.02, yanchor="bottom"),
                       margin=dict(t=120, b=40, l=70, r=20))
-    return Figure(fig, name, height=520)
+    return Figure(fig, name, height=640)
+
+
+def knob_effects_figure(model: str = "Llama-2-7B", gpus: int = 8, seq: int = 4096, micro_batch: int = 1,
+                        name: str = "knob-effects") -> Figure:
+    """The per-GPU peak with one ``zero_optimization`` key changed from its default (:mod:`dscourse.memory.knobs`),
+    ZeRO-2 and ZeRO-3 side by side; a dropdown switches activation checkpointing."""
+    import plotly.graph_objects as go
+
+    from .memory.knobs import knob_effects, value_text
+    from .memory.shapes import PRESETS
+
+    arch = PRESETS[model]
+    phase_names = {"forward": "前向", "backward": "反向", "step": "优化器 step"}
+    fig, buttons = go.Figure(), []
+    for k, checkpointing in enumerate((True, False)):
+        for stage, color in ((2, "#F58518"), (3, "#4C78A8")):
+            base, rows = knob_effects(arch, gpus, stage, micro_batch, seq, checkpointing)
+            labels = ["全部默认"] + [f"{r['knob']} = {value_text(r['value'])}" for r in rows]
+            peaks = [base.peak_bytes] + [r["peak_bytes"] for r in rows]
+            phases = [base.peak_phase] + [r["peak_phase"] for r in rows]
+            fig.add_bar(y=[f"ZeRO-{stage} · {label}" for label in labels], x=[round(p / 1e9, 2) for p in peaks],
+                        orientation="h", name=f"ZeRO-{stage}", marker_color=color, visible=k == 0,
+                        # the label inside its bar, not as a tick label: on a phone the long key names would
+                        # otherwise take most of the width from the bars
+                        text=[f"{label}<br>{p / 1e9:.2f} GB（峰值在{phase_names[ph]}）"
+                              for label, p, ph in zip(labels, peaks, phases)],
+                        textposition="inside", insidetextanchor="start", textfont=dict(color="#1a1a1a", size=12),
+                        marker_opacity=0.45, constraintext="none", cliponaxis=False,
+                        showlegend=k == 0, hovertemplate="%{text}<extra></extra>")
+        buttons.append(dict(label="激活重算：开" if checkpointing else "激活重算：关", method="update",
+                            args=[{"visible": [i // 2 == k for i in range(4)]}]))
+    fig.update_layout(template="plotly_white", updatemenus=[_dropdown(buttons, 0)], barmode="overlay",
+                      legend=dict(orientation="h", x=1, xanchor="right", y=1.12, yanchor="top"),
+                      title=dict(text=f"只改一个键的峰值（{model}，{gpus} 卡）",
+                                 y=0.97, font_size=15),
+                      xaxis_title="每张 GPU 的峰值 GB（10^9 字节）", yaxis=dict(autorange="reversed", showticklabels=False),
+                      uniformtext=dict(minsize=10, mode="show"), margin=dict(t=130, b=50, l=10, r=10))
+    return Figure(fig, name, height=640)

@@ -191,3 +191,23 @@ def test_expandable_segments_keep_the_allocated_peak_and_shrink_the_reserved_exc
         excess["expandable"].append(_measured_peak(p, "reserved_peak") / _measured_peak(p) - 1)
     # reserved above allocated, mean over the 16 points: 24.6% without, 12.6% with; worst 58.6% and 45.3%
     assert max(excess["expandable"]) < max(excess["plain"]) and sum(excess["expandable"]) < 0.6 * sum(excess["plain"])
+
+
+def test_knob_effects_change_one_knob_at_a_time():
+    from dscourse.memory.knobs import knob_effects
+    from dscourse.memory.shapes import PRESETS
+
+    arch = PRESETS["Llama-2-7B"]
+    base, rows = knob_effects(arch, 8, 3, micro_batch=1, seq=4096, checkpointing=True)
+    by = {(r["knob"], r["value"]): r for r in rows}
+    assert {k for k, _ in by} == {"reduce_bucket_size", "overlap_comm", "stage3_max_live_parameters",
+                                  "sub_group_size", "stage3_prefetch_bucket_size"}
+    # ZeRO-3 keeps one bf16 reduce bucket for the whole run: 2 bytes × (5e8 − 1e7) fewer elements
+    assert by[("reduce_bucket_size", 10_000_000)]["change_bytes"] == -2 * (500_000_000 - 10_000_000)
+    # sub_group_size bounds the step's flat bf16 + fp32 gradient copies: 6 bytes × (Ψ/8 − 1e8)
+    step = by[("sub_group_size", 100_000_000)]["phases"]["step"]
+    assert base.phase_bytes("step") - step == 6 * (-(-arch.params // 8) - 100_000_000)
+    # the prefetch bucket moves communication, not the peak (4.5 counts it)
+    assert by[("stage3_prefetch_bucket_size", 10_000_000)]["change_bytes"] == 0
+    _, rows2 = knob_effects(arch, 8, 2, micro_batch=1, seq=4096, checkpointing=True)
+    assert {r["knob"] for r in rows2} == {"reduce_bucket_size", "overlap_comm"}

@@ -83,3 +83,16 @@ def test_peak_timeline_carries_the_recorded_steps():
         assert set(t["peaks"]) == {"forward", "backward", "step"}
     assert [b.label for b in fig.fig.layout.updatemenus[0].buttons] == ["ZeRO-2", "ZeRO-3"]
     assert peak_timeline()._repr_html_() == peak_timeline()._repr_html_()
+
+
+def test_knob_effects_figure_shows_the_peak_function():
+    from dscourse.memory.knobs import knob_effects
+    from dscourse.memory.shapes import PRESETS
+    from dscourse.plots import knob_effects_figure
+
+    fig = knob_effects_figure().fig
+    assert len(fig.data) == 4 and [t.visible for t in fig.data] == [True, True, False, False]
+    base, rows = knob_effects(PRESETS["Llama-2-7B"], 8, 3, 1, 4096, checkpointing=False)
+    zero3_off = fig.data[3]
+    assert list(zero3_off.x) == [round(p / 1e9, 2) for p in [base.peak_bytes] + [r["peak_bytes"] for r in rows]]
+    assert knob_effects_figure()._repr_html_() == knob_effects_figure()._repr_html_()

@@ -98,6 +98,49 @@ for bucket in (None, 2e8, 1e7):
 print(text_table(["reduce_bucket_size", "counted on rank 0", "allocated formula"], rows))
 
 # %% [markdown]
+# ### 动哪个旋钮才降得下峰值
+#
+# 决定会不会 OOM 的是一步里的**峰值**（4.1 节），而峰值落在哪个阶段（前向、反向、优化器 step），决定了哪个键有用。
+# 下面用 4.1 节同一个峰值函数（`dscourse.memory.peak`，在 H200 上验证过），对 8 张卡上的 Llama-2-7B（序列 4096、
+# micro-batch 1、激活重算）每次只改一个键，其余保持 DeepSpeed 0.19.8 的默认值（`dscourse.memory.knobs`）：
+
+# %%
+from dscourse.book import glue
+from dscourse.memory.knobs import knob_effects, value_text
+from dscourse.memory.shapes import PRESETS
+
+PHASE_NAMES = {"forward": "前向", "backward": "反向", "step": "优化器 step"}
+llama7b = PRESETS["Llama-2-7B"]
+rows, effects = [], {}
+for stage in (2, 3):
+    base, knob_rows = knob_effects(llama7b, 8, stage, micro_batch=1, seq=4096, checkpointing=True)
+    rows.append([f"ZeRO-{stage}", "全部默认", format_bytes(base.peak_bytes, "GB"), PHASE_NAMES[base.peak_phase], "—"])
+    for r in knob_rows:
+        effects[stage, r["knob"], r["value"]] = r
+        rows.append([f"ZeRO-{stage}", f"{r['knob']} = {value_text(r['value'])}", format_bytes(r["peak_bytes"], "GB"),
+                     PHASE_NAMES[r["peak_phase"]], format_bytes(r["change_bytes"], "GB")])
+    glue(f"knob_z{stage}_peak", format_bytes(base.peak_bytes, "GB"))
+    glue(f"knob_z{stage}_phase", PHASE_NAMES[base.peak_phase])
+print(text_table(["stage", "改动的键", "每卡峰值", "峰值所在阶段", "变化"], rows))
+glue("knob_z3_bucket_1e7", format_bytes(-effects[3, "reduce_bucket_size", 10_000_000]["change_bytes"], "GB"))
+glue("knob_z3_subgroup", format_bytes(-effects[3, "sub_group_size", 100_000_000]["change_bytes"], "GB"))
+
+# without activation checkpointing the peak moves into backward, where the gathered parameters count
+_, no_ckpt = knob_effects(llama7b, 8, 3, micro_batch=1, seq=4096, checkpointing=False)
+live = next(r for r in no_ckpt if r["knob"] == "stage3_max_live_parameters")
+glue("knob_z3_live_no_ckpt", format_bytes(-live["change_bytes"], "GB"))
+print(f"不开激活重算时，ZeRO-3 把 stage3_max_live_parameters 从 1e9 调到 1e8，峰值降 {format_bytes(-live['change_bytes'], 'GB')}"
+      f"（峰值在{PHASE_NAMES[live['peak_phase']]}）")
+
+# %% [markdown]
+# 读这张表的方法：
+# - **这个设置下，ZeRO-2 的峰值在优化器 step**：step 要把本 rank 的梯度分区展平、再转成 fp32，原文调的 `reduce_bucket_size`（2e8）和
+#   `overlap_comm`（第二个规约桶）只作用于反向的末尾，峰值一个字节也不变。要降 ZeRO-2 的峰值，得加卡、开优化器 offload 或换 ZeRO-3。
+# - **ZeRO-3 的规约桶常驻**：`reduce_bucket_size` 从 5e8 调到原文的 1e7，整段训练少占 2 字节 × 4.9 亿个元素；`sub_group_size`
+#   限制 step 一次处理多少参数，从 1e9 调到 1e8 让 step 不再是峰值。
+# - `stage3_prefetch_bucket_size` 和 `stage3_max_reuse_distance` 改变的是通信次数和重叠（4.5 节逐字节数过），不是峰值。
+
+# %% [markdown]
 # ## 3. `"auto"` 是怎么被填上的
 #
 # 把修正后的两份配置交给 `TrainingArguments(deepspeed=...)`，用 `torchrun` 在 2 个 rank 上训练两步，然后读出 DeepSpeed 引擎最终使用的值。
