@@ -280,7 +280,7 @@ def loss_scale_explorer(windows=(50, 100, 200, 500, 1000, 2000), window: int = 1
                       updatemenus=[_dropdown(buttons, list(SCENARIOS).index(scenario))],
                       legend=dict(orientation="h", x=1, xanchor="right", y=1.02, yanchor="bottom"),
                       margin=dict(t=120, b=40, l=60, r=20))
-    return Figure(fig, name, height=640)
+    return Figure(fig, name, height=520)
 
 
 def comm_explorer(presets: list[str] | None = None, world_sizes=(2, 4, 8, 16, 32, 64, 128, 256, 512, 1024),
@@ -324,7 +324,7 @@ def comm_explorer(presets: list[str] | None = None, world_sizes=(2, 4, 8, 16, 32
                       updatemenus=[_dropdown(buttons, presets.index(preset))],
                       legend=dict(orientation="h", x=1, xanchor="right", y=1.02, yanchor="bottom"),
                       margin=dict(t=120, b=40, l=70, r=20))
-    return Figure(fig, name, height=640)
+    return Figure(fig, name, height=520)
 
 
 def knob_effects_figure(model: str = "Llama-2-7B", gpus: int = 8, seq: int = 4096, micro_batch: int = 1,
@@ -334,10 +334,10 @@ def knob_effects_figure(model: str = "Llama-2-7B", gpus: int = 8, seq: int = 409
     import plotly.graph_objects as go
 
     from .memory.knobs import knob_effects, value_text
+    from .memory.peak import PHASE_LABELS
     from .memory.shapes import PRESETS
 
     arch = PRESETS[model]
-    phase_names = {"forward": "前向", "backward": "反向", "step": "优化器 step"}
     fig, buttons = go.Figure(), []
     for k, checkpointing in enumerate((True, False)):
         for stage, color in ((2, "#F58518"), (3, "#4C78A8")):
@@ -349,7 +349,7 @@ def knob_effects_figure(model: str = "Llama-2-7B", gpus: int = 8, seq: int = 409
                         orientation="h", name=f"ZeRO-{stage}", marker_color=color, visible=k == 0,
                         # the label inside its bar, not as a tick label: on a phone the long key names would
                         # otherwise take most of the width from the bars
-                        text=[f"{label}<br>{p / 1e9:.2f} GB（峰值在{phase_names[ph]}）"
+                        text=[f"{label}<br>{p / 1e9:.2f} GB（峰值在{PHASE_LABELS[ph]}）"
                               for label, p, ph in zip(labels, peaks, phases)],
                         textposition="inside", insidetextanchor="start", textfont=dict(color="#1a1a1a", size=12),
                         marker_opacity=0.45, constraintext="none", cliponaxis=False,

@@ -43,6 +43,7 @@ from .formulas import (
 from .shapes import Arch
 
 PHASES = ("forward", "backward", "step")
+PHASE_LABELS = {"forward": "前向", "backward": "反向", "step": "优化器 step"}  # as the book names them
 TERM_LABELS = {
     "params": "16-bit parameters", "grads": "gradient partition (ZeRO-3)", "master": "fp32 master weights",
     "optim": "Adam m, v", "buffers": "DeepSpeed buffers", "workspace": "CUDA workspace",

@@ -107,20 +107,20 @@ print(text_table(["reduce_bucket_size", "counted on rank 0", "allocated formula"
 # %%
 from dscourse.book import glue
 from dscourse.memory.knobs import knob_effects, value_text
+from dscourse.memory.peak import PHASE_LABELS
 from dscourse.memory.shapes import PRESETS
 
-PHASE_NAMES = {"forward": "前向", "backward": "反向", "step": "优化器 step"}
 llama7b = PRESETS["Llama-2-7B"]
 rows, effects = [], {}
 for stage in (2, 3):
     base, knob_rows = knob_effects(llama7b, 8, stage, micro_batch=1, seq=4096, checkpointing=True)
-    rows.append([f"ZeRO-{stage}", "全部默认", format_bytes(base.peak_bytes, "GB"), PHASE_NAMES[base.peak_phase], "—"])
+    rows.append([f"ZeRO-{stage}", "全部默认", format_bytes(base.peak_bytes, "GB"), PHASE_LABELS[base.peak_phase], "—"])
     for r in knob_rows:
         effects[stage, r["knob"], r["value"]] = r
         rows.append([f"ZeRO-{stage}", f"{r['knob']} = {value_text(r['value'])}", format_bytes(r["peak_bytes"], "GB"),
-                     PHASE_NAMES[r["peak_phase"]], format_bytes(r["change_bytes"], "GB")])
+                     PHASE_LABELS[r["peak_phase"]], format_bytes(r["change_bytes"], "GB")])
     glue(f"knob_z{stage}_peak", format_bytes(base.peak_bytes, "GB"))
-    glue(f"knob_z{stage}_phase", PHASE_NAMES[base.peak_phase])
+    glue(f"knob_z{stage}_phase", PHASE_LABELS[base.peak_phase])
 print(text_table(["stage", "改动的键", "每卡峰值", "峰值所在阶段", "变化"], rows))
 glue("knob_z3_bucket_1e7", format_bytes(-effects[3, "reduce_bucket_size", 10_000_000]["change_bytes"], "GB"))
 glue("knob_z3_subgroup", format_bytes(-effects[3, "sub_group_size", 100_000_000]["change_bytes"], "GB"))
@@ -130,7 +130,7 @@ _, no_ckpt = knob_effects(llama7b, 8, 3, micro_batch=1, seq=4096, checkpointing=
 live = next(r for r in no_ckpt if r["knob"] == "stage3_max_live_parameters")
 glue("knob_z3_live_no_ckpt", format_bytes(-live["change_bytes"], "GB"))
 print(f"不开激活重算时，ZeRO-3 把 stage3_max_live_parameters 从 1e9 调到 1e8，峰值降 {format_bytes(-live['change_bytes'], 'GB')}"
-      f"（峰值在{PHASE_NAMES[live['peak_phase']]}）")
+      f"（峰值在{PHASE_LABELS[live['peak_phase']]}）")
 
 # %% [markdown]
 # 读这张表的方法：
