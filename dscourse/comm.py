@@ -513,7 +513,7 @@ def measured_figure(world_size: int = 4, names=MEASURED_FIGURE, data: dict | Non
     for label, ys in series.items():
         fig.add_bar(name=label, x=list(names), y=[round(y, 4) for y in ys], text=[f"{y:.2f}" for y in ys],
                     textposition="outside", cliponaxis=False)
-    fig.update_layout(barmode="group", template="plotly_white", legend_orientation="h", legend_y=-0.35,
+    fig.update_layout(barmode="group", legend_orientation="h", legend_y=-0.35,
                       yaxis_title="每 rank 每步字节，以 Ψ·2 字节·(N−1)/N 为单位",
                       title=f"gpt2-tiny，{n} 个 CPU rank，bf16：实测、模型与论文",
                       margin={"t": 60, "b": 90, "l": 70, "r": 20})
@@ -609,7 +609,7 @@ def comm_figure(params: float, world_size: int, dtype_bytes: int = 2, grad_accum
         times = [step_time(params, stage, world_size, bw, dtype_bytes, grad_accum) for bw in bandwidths.values()]
         fig.add_bar(name=f"ZeRO-{stage}", x=[_short(n) for n in bandwidths], y=[round(t, 6) for t in times],
                     text=[format_seconds(t) for t in times], textposition="outside")
-    fig.update_layout(barmode="group", yaxis_type="log", template="plotly_white", legend_orientation="h",
+    fig.update_layout(barmode="group", yaxis_type="log", legend_orientation="h",
                       legend_y=-0.3, yaxis_title="每步通信时间（秒，对数坐标）",
                       title=f"{params / 1e9:.3g}B 参数，{world_size} 张 GPU，{dtype_bytes} 字节的梯度/参数，不与计算重叠", margin=dict(t=60, b=60, l=70, r=20))
     return Figure(fig, name, height=460)

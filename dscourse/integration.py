@@ -154,7 +154,7 @@ def loss_figure(curves: dict[str, dict], title: str, name: str):
         steps = sorted(int(s) for s in curve)
         values = {int(k): v for k, v in curve.items()}
         fig.add_trace(go.Scatter(x=steps, y=[values[s] for s in steps], mode="lines+markers", name=label))
-    fig.update_layout(title=title, xaxis_title="步", yaxis_title="loss", template="plotly_white",
+    fig.update_layout(title=title, xaxis_title="步", yaxis_title="loss",
                       legend_orientation="h", legend_y=-0.25, margin=dict(t=50, b=40, l=60, r=20))
     return Figure(fig, name)
 

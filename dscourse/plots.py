@@ -13,14 +13,44 @@ import json
 
 from .memory import CATEGORIES, CATEGORY_LABELS
 
-COLORS = {"params": "#4C78A8", "grads": "#F58518", "master": "#E45756", "optim": "#72B7B2",
-          "buffers": "#B279A2", "workspace": "#BAB0AC", "step": "#EECA3B", "activations": "#9D755D"}
+# One palette for the whole book (Tableau 10, as Vega orders it): every trace colour a figure sets is one of these
+# or a neutral grey, and the book's template gives the same colours, in this order, to traces that set none.
+PALETTE = ("#4C78A8", "#F58518", "#E45756", "#72B7B2", "#54A24B", "#EECA3B", "#B279A2", "#FF9DA6", "#9D755D",
+           "#BAB0AC")
+NEUTRALS = ("#1a1a1a", "#333", "#888", "rgba(128,128,128,0.2)")  # text, reference lines, shaded bands
+BLUE, ORANGE, RED, TEAL, GREEN, YELLOW, PURPLE, PINK, BROWN, GREY = PALETTE
+COLORS = {"params": BLUE, "grads": ORANGE, "master": RED, "optim": TEAL,
+          "buffers": PURPLE, "workspace": GREY, "step": YELLOW, "activations": BROWN}
 _ids = itertools.count(1)
+_TEMPLATE = None
+
+
+def tint(color: str, alpha: float) -> str:
+    """A palette colour made translucent (shaded bands behind a curve)."""
+    r, g, b = (int(color[i:i + 2], 16) for i in (1, 3, 5))
+    return f"rgba({r},{g},{b},{alpha})"
+
+
+def book_template():
+    """The book's one plotly template: ``plotly_white`` with :data:`PALETTE` as its colour order. Every figure the
+    book or a notebook shows passes through :func:`figure_html`, which applies it."""
+    global _TEMPLATE
+    if _TEMPLATE is None:
+        import plotly.graph_objects as go
+        import plotly.io as pio
+
+        template = go.layout.Template(pio.templates["plotly_white"])
+        template.layout.colorway = PALETTE
+        _TEMPLATE = template
+    return _TEMPLATE
 
 
 def figure_html(fig, element_id: str, height: int = 420) -> str:
+    import plotly.graph_objects as go
     import plotly.offline
 
+    fig = go.Figure(fig)  # a copy: the caller's figure keeps its own layout
+    fig.update_layout(template=book_template())
     spec = json.dumps(fig.to_plotly_json(), sort_keys=True, default=str, separators=(",", ":"))
     cdn = f"https://cdn.plot.ly/plotly-{plotly.offline.get_plotlyjs_version()}.min.js"
     return (f'<div id="{element_id}" class="dscourse-plot" style="width:100%;height:{height}px"></div>\n'
@@ -59,8 +89,7 @@ def stacked_memory_bar(rows: list[tuple[str, dict]], title: str = "", name: str 
     if limit_gb:
         fig.add_hline(y=limit_gb, line_dash="dash", annotation_text=f"{limit_gb:g} GB GPU")
     fig.update_layout(barmode="stack", title=title, yaxis_title="每张 GPU 的 GB（10^9 字节）",
-                      legend_orientation="h", legend_y=-0.2, margin=dict(t=50, b=40, l=60, r=20),
-                      template="plotly_white")
+                      legend_orientation="h", legend_y=-0.2, margin=dict(t=50, b=40, l=60, r=20))
     return Figure(fig, name)
 
 
@@ -149,7 +178,7 @@ def memory_explorer(presets: list[str] | None = None, gpu_counts=(1, 2, 4, 8, 16
                for p in presets]
     fig.add_hline(y=gpu_memory_gb, line_dash="dash", line_color="#888",
                   annotation_text=f"{gpu_memory_gb:g} GB GPU", annotation_position="top right")
-    fig.update_layout(barmode="stack", template="plotly_white", yaxis_title="每张 GPU 的 GB（10^9 字节）",
+    fig.update_layout(barmode="stack", yaxis_title="每张 GPU 的 GB（10^9 字节）",
                       title=dict(text=f"训练一步中每张 GPU 的显存峰值（{formula} 公式 + 步内增量，序列 {seq}，micro-batch {micro_batch}）",
                                  y=0.98, font_size=15),
                       sliders=[_slider(steps, list(gpu_counts).index(gpus), "GPU 总数（每节点 8 张）：")],
@@ -166,29 +195,29 @@ def peak_timeline(traces: list[dict] | None = None, name: str = "peak-timeline")
     import plotly.graph_objects as go
 
     from .calibration import load_peak_traces
+    from .memory.peak import PHASE_LABELS as labels
 
     traces = traces if traces is not None else load_peak_traces()
     fig = go.Figure()
-    labels = {"forward": "前向", "backward": "反向", "step": "optimizer step"}
     spans = []
     for k, t in enumerate(traces):
         # the stored curve is thinned to a few hundred events; put each phase's peak event back in
         points = sorted({*map(tuple, t["curve"]), *((pk["event"], pk["bytes"]) for pk in t["peaks"].values())})
         x = [e for e, _ in points]
         y = [round(b / 1e9, 3) for _, b in points]
-        fig.add_scatter(x=x, y=y, mode="lines", name=f"ZeRO-{t['stage']}", visible=k == 0, line_color="#4C78A8",
-                        hovertemplate="event %{x}: %{y:.2f} GB<extra></extra>")
+        fig.add_scatter(x=x, y=y, mode="lines", name=f"ZeRO-{t['stage']}", visible=k == 0, line_color=BLUE,
+                        hovertemplate="事件 %{x}：%{y:.2f} GB<extra></extra>")
         px, py, text = [], [], []
         for phase, pk in t["peaks"].items():
             top = ", ".join(f"{c.rsplit('/', 1)[-1]} {b / 1e9:.2f}" for c, b in pk["top"][1:4])
             px.append(pk["event"])
             py.append(round(pk["bytes"] / 1e9, 3))
             text.append(f"{labels[phase]}峰值 {pk['bytes'] / 1e9:.2f} GB<br>{top}")
-        fig.add_scatter(x=px, y=py, mode="markers", marker=dict(size=10, color="#E45756"), visible=k == 0,
+        fig.add_scatter(x=px, y=py, mode="markers", marker=dict(size=10, color=RED), visible=k == 0,
                         name="峰值", text=text, hovertemplate="%{text}<extra></extra>")
         marks = sorted(t["marks"].items(), key=lambda kv: kv[1]) + [("end", t["events"])]
         spans.append([(labels[a], m0, m1) for (a, m0), (_, m1) in itertools.pairwise(marks)])
-    shades = {"前向": "rgba(114,183,178,0.15)", "反向": "rgba(245,133,24,0.12)", "optimizer step": "rgba(178,121,162,0.15)"}
+    shades = {labels["forward"]: tint(TEAL, 0.15), labels["backward"]: tint(ORANGE, 0.12), labels["step"]: tint(PURPLE, 0.15)}
 
     def shapes(k):
         return [dict(type="rect", xref="x", yref="paper", x0=a, x1=b, y0=0, y1=1, line_width=0,
@@ -202,10 +231,10 @@ def peak_timeline(traces: list[dict] | None = None, name: str = "peak-timeline")
                     args=[{"visible": [i // 2 == k for i in range(2 * len(traces))]},
                           {"shapes": shapes(k), "annotations": notes(k)}]) for k, t in enumerate(traces)]
     t0 = traces[0]
-    fig.update_layout(template="plotly_white", shapes=shapes(0), annotations=notes(0),
+    fig.update_layout(shapes=shapes(0), annotations=notes(0),
                       title=dict(text=f"一步训练中的显存（{t0['model']}，micro-batch {t0['micro_batch']} × {t0['seq']}，"
                                       "H200 实测）", y=0.97, font_size=15),
-                      xaxis_title="分配/释放事件序号", yaxis_title="已分配 GB (10^9 bytes)",
+                      xaxis_title="分配/释放事件序号", yaxis_title="已分配 GB（10^9 字节）",
                       updatemenus=[_dropdown(buttons, 0)], showlegend=False, margin=dict(t=110, b=50, l=60, r=20))
     return Figure(fig, name, height=460)
 
@@ -232,19 +261,19 @@ def loss_scale_explorer(windows=(50, 100, 200, 500, 1000, 2000), window: int = 1
         safe = [None if math.isnan(g) else round(fp16_max_log2 - g, 1) for g in history]
         visible = key == scenario
         fig.add_scatter(x=list(range(steps)), y=safe, mode="lines", name="不溢出的最大 scale（log2）",
-                        line=dict(color="#BAB0AC", width=1), visible=visible)
+                        line=dict(color=GREY, width=1), visible=visible)
         owner.append(key)
         for kind in ("scale", "skipped", "error"):
             if kind == "scale":
-                fig.add_scatter(mode="lines", line_shape="hv", name="log2(loss scale)", line_color="#4C78A8",
+                fig.add_scatter(mode="lines", line_shape="hv", name="log2(loss scale)", line_color=BLUE,
                                 visible=visible)
             elif kind == "skipped":
-                fig.add_scatter(mode="markers", name="跳过的步", marker=dict(color="#E45756", size=6, symbol="x"),
+                fig.add_scatter(mode="markers", name="跳过的步", marker=dict(color=RED, size=6, symbol="x"),
                                 visible=visible)
             else:
                 fig.add_scatter(mode="markers+text", textposition="top left", showlegend=False, visible=visible,
-                                marker=dict(color="#E45756", size=10, symbol="line-ns-open"),
-                                textfont=dict(color="#E45756"))
+                                marker=dict(color=RED, size=10, symbol="line-ns-open"),
+                                textfont=dict(color=RED))
             owner.append(key)
             dynamic.append((len(fig.data) - 1, key, kind))
 
@@ -274,7 +303,7 @@ def loss_scale_explorer(windows=(50, 100, 200, 500, 1000, 2000), window: int = 1
     slider_steps = [dict(label=str(w), method="restyle", args=[update(w), [i for i, _, _ in dynamic]]) for w in windows]
     buttons = [dict(label=text.split("：")[0], method="restyle",
                     args=[{"visible": [o == key for o in owner]}]) for key, text in SCENARIOS.items()]
-    fig.update_layout(template="plotly_white", xaxis_title="步", yaxis_title="log2(loss scale)",
+    fig.update_layout(xaxis_title="步", yaxis_title="log2(loss scale)",
                       title=dict(text="DeepSpeed DynamicLossScaler（fp16；其余键取默认值）", y=0.98, font_size=15),
                       sliders=[_slider(slider_steps, list(windows).index(window), "loss_scale_window：")],
                       updatemenus=[_dropdown(buttons, list(SCENARIOS).index(scenario))],
@@ -296,7 +325,7 @@ def comm_explorer(presets: list[str] | None = None, world_sizes=(2, 4, 8, 16, 32
 
     presets = list(presets or PRESETS)
     links = [_short(n) for n in BANDWIDTHS]
-    colors = ("#4C78A8", "#F58518", "#E45756", "#72B7B2")
+    colors = (BLUE, ORANGE, RED, TEAL)
 
     def times(p, n, stage):
         return [step_time(PRESETS[p].params, stage, n, bw, dtype_bytes, grad_accum) for bw in BANDWIDTHS.values()]
@@ -317,7 +346,7 @@ def comm_explorer(presets: list[str] | None = None, world_sizes=(2, 4, 8, 16, 32
                           args=[{"y": [[round(v, 6) for v in t] for t in all_t],
                                  "text": [[format_seconds(v) for v in t] for t in all_t]}]))
     buttons = [dict(label=p, method="restyle", args=[{"visible": [o == p for o, _ in owner]}]) for p in presets]
-    fig.update_layout(barmode="group", yaxis_type="log", template="plotly_white",
+    fig.update_layout(barmode="group", yaxis_type="log",
                       yaxis_title="每步通信时间（秒，对数坐标）",
                       title=dict(text=f"每步通信时间（{dtype_bytes} 字节的参数/梯度，不与计算重叠）", y=0.98, font_size=15),
                       sliders=[_slider(steps, list(world_sizes).index(world_size), "GPU 总数：")],
@@ -340,7 +369,7 @@ def knob_effects_figure(model: str = "Llama-2-7B", gpus: int = 8, seq: int = 409
     arch = PRESETS[model]
     fig, buttons = go.Figure(), []
     for k, checkpointing in enumerate((True, False)):
-        for stage, color in ((2, "#F58518"), (3, "#4C78A8")):
+        for stage, color in ((2, ORANGE), (3, BLUE)):
             base, rows = knob_effects(arch, gpus, stage, micro_batch, seq, checkpointing)
             labels = ["全部默认"] + [f"{r['knob']} = {value_text(r['value'])}" for r in rows]
             peaks = [base.peak_bytes] + [r["peak_bytes"] for r in rows]
@@ -356,10 +385,60 @@ def knob_effects_figure(model: str = "Llama-2-7B", gpus: int = 8, seq: int = 409
                         showlegend=k == 0, hovertemplate="%{text}<extra></extra>")
         buttons.append(dict(label="激活重算：开" if checkpointing else "激活重算：关", method="update",
                             args=[{"visible": [i // 2 == k for i in range(4)]}]))
-    fig.update_layout(template="plotly_white", updatemenus=[_dropdown(buttons, 0)], barmode="overlay",
+    fig.update_layout(updatemenus=[_dropdown(buttons, 0)], barmode="overlay",
                       legend=dict(orientation="h", x=1, xanchor="right", y=1.12, yanchor="top"),
                       title=dict(text=f"只改一个键的峰值（{model}，{gpus} 卡）",
                                  y=0.97, font_size=15),
                       xaxis_title="每张 GPU 的峰值 GB（10^9 字节）", yaxis=dict(autorange="reversed", showticklabels=False),
                       uniformtext=dict(minsize=10, mode="show"), margin=dict(t=130, b=50, l=10, r=10))
     return Figure(fig, name, height=640)
+
+
+def sharding_figure(gpu_counts=(2, 4, 8, 16, 32, 64, 128), gpus: int = 16, group: int = 8,
+                    name: str = "sharding") -> Figure:
+    """Bytes per parameter each rank holds, DeepSpeed's ZeRO stages beside FSDP2's strategies, stacked by what the
+    bytes are (:func:`dscourse.memory.sharding.held_per_param`): a slider picks the GPU count, a dropdown the moment."""
+    import plotly.graph_objects as go
+
+    from .memory.sharding import MOMENTS, STRATEGIES, held_per_param
+
+    labels = [f"{STRATEGIES[s][0]}<br>{s}" for s in STRATEGIES]
+    cats = ("params", "grads", "master", "optim")
+
+    def ys(n, moment):
+        held = {s: held_per_param(s, n, group, moment) for s in STRATEGIES}
+        return [[round(held[s][c], 4) for s in STRATEGIES] for c in cats]
+
+    def totals(n, moment):
+        return [f"{sum(held_per_param(s, n, group, moment).values()):.3g} 字节" for s in STRATEGIES]
+
+    fig = go.Figure()
+    for moment_index, moment in enumerate(MOMENTS):
+        for c, y in zip(cats, ys(gpus, moment)):
+            fig.add_bar(name=CATEGORY_LABELS[c], x=labels, y=y, marker_color=COLORS[c], legendgroup=c,
+                        visible=moment_index == 0, showlegend=moment_index == 0,
+                        hovertemplate="%{x}：%{y:.3g} 字节/参数<extra>" + CATEGORY_LABELS[c] + "</extra>")
+        # the total above each bar, as an invisible-marker scatter so that it rides on the stack
+        fig.add_scatter(x=labels, y=[sum(v) for v in zip(*ys(gpus, moment))], text=totals(gpus, moment),
+                        mode="text", textposition="top center", showlegend=False, visible=moment_index == 0,
+                        hoverinfo="skip", cliponaxis=False)
+    per_moment = len(cats) + 1
+    steps = []
+    for n in gpu_counts:
+        y, text = [], []
+        for moment in MOMENTS:
+            bars = ys(n, moment)
+            y += bars + [[round(sum(v), 4) for v in zip(*bars)]]
+            text += [None] * len(cats) + [totals(n, moment)]
+        steps.append(dict(label=str(n), method="restyle", args=[{"y": y, "text": text}]))
+    buttons = [dict(label=label, method="restyle",
+                    args=[{"visible": [i // per_moment == k for i in range(per_moment * len(MOMENTS))]}])
+               for k, label in enumerate(MOMENTS.values())]
+    fig.update_layout(barmode="stack", yaxis_title="每个 rank 每个参数的字节", xaxis_tickfont_size=11,
+                      title=dict(text=f"bf16 + Adam 的模型状态：DeepSpeed 与 FSDP2（每组 {group} 张卡）", y=0.97,
+                                 font_size=15),
+                      sliders=[_slider(steps, list(gpu_counts).index(gpus), "GPU 总数：")],
+                      updatemenus=[_dropdown(buttons, 0)],
+                      legend=dict(orientation="h", x=1, xanchor="right", y=1.02, yanchor="bottom"),
+                      margin=dict(t=120, b=40, l=60, r=20))
+    return Figure(fig, name, height=540)

@@ -517,7 +517,7 @@ def scale_figure(trace: ScaleTrace, log2_max_grad=None, title: str = "", name: s
         fig.add_vline(x=trace.failed_at, line_dash="dash", line_color="#E45756")
         fig.add_annotation(x=trace.failed_at, y=1, yref="paper", text=f"第 {trace.failed_at} 步抛出异常",
                            showarrow=False, xanchor="right", font=dict(color="#E45756"))
-    fig.update_layout(title=title, xaxis_title="步", yaxis_title="log2(loss scale)", template="plotly_white",
+    fig.update_layout(title=title, xaxis_title="步", yaxis_title="log2(loss scale)",
                       legend_orientation="h", legend_y=-0.2, margin=dict(t=50, b=40, l=60, r=20))
     return Figure(fig, name)
 

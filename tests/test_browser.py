@@ -304,7 +304,7 @@ EXPECTED_INTERACTIVE = {"notebooks/01_memory_accounting": 2, "notebooks/04_mixed
                         "notebooks/05_multi_node": 1,
                         # the section pages draw the same explorers (book/_ext/section_figures.py)
                         "book/4_1_memory": 2, "book/4_2_ds_config": 1, "book/4_4_mixed_precision": 1,
-                        "book/4_5_multi_node": 1}
+                        "book/4_5_multi_node": 1, "book/4_6_fsdp": 1}
 
 
 @pytest.mark.parametrize("page", sorted(EXPECTED_INTERACTIVE))

@@ -120,6 +120,9 @@ def test_every_notebook_is_built_from_its_source():
         assert ["".join(c["source"]) for c in cells] == [c.source for c in built], f"{name}: rebuild it"
         assert [c["cell_type"] for c in cells] == [c.cell_type for c in built]
         assert cells[2]["metadata"]["tags"] == ["remove-cell"]  # the book shows no setup machinery
+        version = next(c for c in cells[3:] if c["cell_type"] == "code")
+        assert version["metadata"].get("tags") == ["hide-cell"], f"{name}: the version cell is not folded away"
+        assert [c["metadata"].get("tags") for c in cells] == [c.metadata.get("tags") for c in built], name
         assert not [o for o in cells[2].get("outputs", []) if o.get("text") or o.get("data")], f"{name}: setup printed"
 
 
@@ -157,3 +160,9 @@ def test_section_figures_are_named_and_captioned():
             caption = "\n".join(line for line in block.splitlines() if line and not line.startswith(":"))
             assert re.search(r"[\u4e00-\u9fff]", caption), (page.name, "caption not in Chinese")
     assert found >= 5
+
+
+@pytest.mark.parametrize("page", SECTION_PAGES, ids=lambda p: p.stem)
+def test_every_section_page_draws_a_figure(page):
+    """A section page shows its key figure itself, not only on its notebook page (issue: figures on every page)."""
+    assert ":::{dscourse-figure}" in page.read_text(encoding="utf-8"), f"{page.name} has no figure"

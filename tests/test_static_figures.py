@@ -96,3 +96,116 @@ def test_knob_effects_figure_shows_the_peak_function():
     zero3_off = fig.data[3]
     assert list(zero3_off.x) == [round(p / 1e9, 2) for p in [base.peak_bytes] + [r["peak_bytes"] for r in rows]]
     assert knob_effects_figure()._repr_html_() == knob_effects_figure()._repr_html_()
+
+
+def test_sharding_figure_shows_held_per_param():
+    from dscourse.memory.sharding import MOMENTS, STRATEGIES, held_per_param
+    from dscourse.plots import sharding_figure
+
+    fig = sharding_figure(gpu_counts=(4, 16), gpus=16, group=8)
+    cats = ("params", "grads", "master", "optim")
+    for step, n in zip(_steps(fig), (4, 16)):
+        ys = step.args[0]["y"]
+        for k, moment in enumerate(MOMENTS):
+            block = ys[k * (len(cats) + 1):(k + 1) * (len(cats) + 1)]
+            for c, y in zip(cats, block):
+                assert y == [round(held_per_param(s, n, 8, moment)[c], 4) for s in STRATEGIES]
+            assert block[-1] == [round(sum(v), 4) for v in zip(*block[:-1])]  # the totals above the stacks
+    # at the optimizer step FULL_SHARD and ZeRO-3 hold the same 16 bytes per element (page 4.6), at rest 12 vs 16
+    assert sum(held_per_param("FULL_SHARD", 16, 8, "step").values()) == 16 / 16
+    assert sum(held_per_param("ZeRO-3", 16, 8, "rest").values()) == 16 / 16
+    assert sum(held_per_param("FULL_SHARD", 16, 8, "rest").values()) == 12 / 16
+
+
+# --- One style for every figure: the book's template and palette ----------------------------------------------
+
+def _specs(html: str) -> list[dict]:
+    """The plotly figures that :func:`dscourse.plots.figure_html` wrote into ``html``."""
+    import json
+    import re
+
+    return [json.loads(m) for m in re.findall(r"var f=(\{.*?\});function draw", html, re.S)]
+
+
+def _colors(node, found=None):
+    """Every colour a figure sets itself (trace, shape, annotation), not its template's."""
+    found = set() if found is None else found
+    if isinstance(node, dict):
+        for key, value in node.items():
+            if key == "template":
+                continue
+            if isinstance(value, str) and key.endswith("color"):
+                found.add(value)
+            else:
+                _colors(value, found)
+    elif isinstance(node, list):
+        for item in node:
+            _colors(item, found)
+    return found
+
+
+def _assert_book_style(spec: dict, where: str):
+    from dscourse.plots import NEUTRALS, PALETTE, tint
+
+    assert spec["layout"]["template"]["layout"]["colorway"] == list(PALETTE), f"{where}: not the book's template"
+    rgb = {tint(c, 0)[: tint(c, 0).rindex(",")] for c in PALETTE}
+    for color in _colors({"data": spec["data"], "layout": spec["layout"]}):
+        ok = color in PALETTE or color in NEUTRALS or color[: color.rfind(",")] in rgb or color == "white"
+        assert ok, f"{where}: colour {color} is outside the book's palette (dscourse.plots.PALETTE)"
+
+
+def _package_figures():
+    from dscourse import comm, gpu_results, integration, plots, precision
+
+    yield "memory_explorer", plots.memory_explorer(presets=["Llama-2-7B"], gpu_counts=(1, 8), gpus=8)
+    yield "peak_timeline", plots.peak_timeline()
+    yield "loss_scale_explorer", plots.loss_scale_explorer(windows=(50, 1000), window=1000) if _has_deepspeed() else None
+    yield "comm_explorer", plots.comm_explorer(presets=["Llama-2-7B"], world_sizes=(2, 16), world_size=16)
+    yield "knob_effects_figure", plots.knob_effects_figure()
+    yield "sharding_figure", plots.sharding_figure()
+    yield "stacked_memory_bar", plots.stacked_memory_bar([("a", {"params": 2e9, "grads": 1e9})], limit_gb=80)
+    yield "comm.measured_figure", comm.measured_figure(4)
+    yield "comm.comm_figure", comm.comm_figure(7e9, 64, 2)
+    yield "gpu_results.throughput_figure", gpu_results.throughput_figure()
+    yield "gpu_results.slowdown_figure", gpu_results.slowdown_figure()
+    yield "integration.loss_figure", integration.loss_figure({"a": {1: 2.0, 2: 1.5}}, "t", "loss")
+    if _has_deepspeed():
+        trace = precision.simulate_loss_scale([0.0] * 20, initial_scale_power=4)
+        yield "precision.scale_figure", precision.scale_figure(trace)
+
+
+def _has_deepspeed() -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec("deepspeed") is not None
+
+
+def test_every_package_figure_has_the_book_style():
+    from dscourse.plots import Figure, figure_html
+
+    seen = 0
+    for name, fig in _package_figures():
+        if fig is None:
+            continue
+        html = fig._repr_html_() if isinstance(fig, Figure) else figure_html(fig, "x")
+        (spec,) = _specs(html)
+        _assert_book_style(spec, name)
+        seen += 1
+    assert seen >= 11
+
+
+def test_every_notebook_figure_has_the_book_style():
+    """What a reader sees in a notebook page: each committed figure was drawn with the one template and palette."""
+    import json
+    from pathlib import Path
+
+    seen = 0
+    for path in sorted((Path(__file__).resolve().parents[1] / "notebooks").glob("*.ipynb")):
+        nb = json.loads(path.read_text(encoding="utf-8"))
+        for i, cell in enumerate(nb["cells"]):
+            for out in cell.get("outputs", []):
+                html = out.get("data", {}).get("text/html", "")
+                for spec in _specs("".join(html) if isinstance(html, list) else html):
+                    _assert_book_style(spec, f"{path.stem} cell {i}")
+                    seen += 1
+    assert seen >= 15, seen

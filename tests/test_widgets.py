@@ -1,5 +1,7 @@
 """The memory calculator widget: set controls as a reader would, read what it shows."""
 
+import pytest
+
 from dscourse.memory import PRESETS, FormulaError, Setup, estimate
 from dscourse.widgets import FREE, MemoryCalculator
 
@@ -86,3 +88,47 @@ def test_planner_widget_shows_what_the_plan_command_says_and_why_nothing_fits():
     assert isinstance(short, FormulaError) and "short" in plan.summary.value  # says what is short, not a traceback
     plan.set(gpus=16)  # a global batch of 8 cannot be split over 16 GPUs
     assert "multiple of the 16 GPUs" in plan.summary.value
+
+
+def _same_state(widget, model_id: str, saved: dict, where: str) -> int:
+    """Compare a live widget tree with the state a notebook saved for it, model by model; how many were compared."""
+    import json
+
+    state = saved[model_id]["state"]
+    mine = json.loads(json.dumps(widget.get_state(), default=list))
+    compared = 1
+    for key, value in mine.items():
+        if key not in state or key in ("layout", "style", "tabbable", "tooltip"):
+            continue
+        if key == "children":
+            assert len(value) == len(state[key]), where
+            for child, ref in zip(widget.children, state[key]):
+                compared += _same_state(child, ref.removeprefix("IPY_MODEL_"), saved, f"{where}/{child.__class__.__name__}")
+        else:
+            assert state[key] == value, (f"{where} {getattr(widget, 'description', '')!r} {key}: saved "
+                                         f"{str(state[key])[:120]}, the code builds {str(value)[:120]}: re-execute")
+    return compared
+
+
+@pytest.mark.parametrize("notebook", ["01_memory_accounting", "05_multi_node"])
+def test_saved_widget_state_is_what_the_cell_builds(notebook):
+    """In the static book a widget is a picture of its saved state, so that state must be what the widget's own cell
+    builds (stage=2 in the code, stage 2 on the page), not what a later cell left it at."""
+    import json
+    from pathlib import Path
+
+    nb = json.loads((Path(__file__).resolve().parents[1] / "notebooks" / f"{notebook}.ipynb").read_text(encoding="utf-8"))
+    saved = nb["metadata"]["widgets"]["application/vnd.jupyter.widget-state+json"]["state"]
+    shown = 0
+    for cell in nb["cells"]:
+        views = [o["data"]["application/vnd.jupyter.widget-view+json"] for o in cell.get("outputs", [])
+                 if "application/vnd.jupyter.widget-view+json" in o.get("data", {})]
+        if not views:
+            continue
+        *body, last = "".join(cell["source"]).rstrip().splitlines()
+        namespace = {}
+        exec("\n".join(body), namespace)
+        widget = eval(last, namespace)
+        assert _same_state(widget, views[0]["model_id"], saved, notebook) > 5
+        shown += 1
+    assert shown >= 1

@@ -43,3 +43,16 @@ def test_zero_stages_train_the_same_numbers(runs):
     for ranks in runs.values():
         assert ranks[0]["losses"][0] == pytest.approx(base[0], abs=1e-6)  # same init, same first batch
         assert ranks[0]["losses"][1] == pytest.approx(base[1], abs=2e-2)  # one bf16 update later
+
+
+@pytest.mark.parametrize("argv, says", [
+    (["--variants", "3", "3", "--variant-zero-json", "{}"], "one JSON object per variant: 1 given for 2"),
+    (["--variant-zero-json", "{}"], "one JSON object per variant: 1 given for 0"),
+    (["--variants", "3", "--variant-zero-json", "{reduce_bucket_size: 1}"], "is not JSON"),
+])
+def test_per_variant_zero_json_is_checked_before_any_rank_starts(argv, says, capsys):
+    from dscourse.scripts.zero_memory import parse_args
+
+    with pytest.raises(SystemExit):
+        parse_args([*argv, "--out", "x"])
+    assert says in capsys.readouterr().err

@@ -105,6 +105,8 @@ def cells_of(name: str) -> list:
         "本地运行：`pip install -r requirements.txt -e .`，然后 `jupyter lab`"
         + (f"　·　本节正文：[{section[0]}]({section[1]})" if section else ""))
     badge.metadata["tags"] = ["colab-link"]
+    version = next(c for c in cells if c.cell_type == "code")  # each source opens with the versions it ran on
+    version.metadata["tags"] = ["hide-cell"]  # the book folds it away: a reader opens it if they want the versions
     return [cells[0], badge, setup_cell(), *cells[1:]]
 
 
@@ -146,7 +148,8 @@ def tidy(nb) -> int:
 
 
 def sync_markdown(nb, name: str) -> int:
-    """Copy the Markdown cells of ``name``'s source into the executed notebook ``nb``; how many changed.
+    """Copy the Markdown cells (and every cell's tags) of ``name``'s source into the executed notebook ``nb``; how
+    many changed.
 
     Prose edits need no re-execution: code cells (and so every output nbval compares) stay as they are. Refuses when
     the cells no longer line up or a code cell differs from its source (that edit needs ``all``)."""
@@ -159,6 +162,11 @@ def sync_markdown(nb, name: str) -> int:
             raise SystemExit(f"{name}: a code cell changed in the source: rebuild and execute it (all {name})")
         if cell.cell_type == "markdown" and cell.source != new.source:
             cell.source, changed = new.source, changed + 1
+        if cell.metadata.get("tags") != new.metadata.get("tags"):  # cell tags steer the book, not the outputs
+            cell.metadata["tags"] = new.metadata.get("tags", [])
+            if not cell.metadata["tags"]:
+                del cell.metadata["tags"]
+            changed += 1
     return changed
 
 

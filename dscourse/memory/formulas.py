@@ -25,10 +25,10 @@ from dataclasses import dataclass, field
 FORMULAS = ("paper", "seed", "deepspeed", "accelerate", "allocated")
 CATEGORIES = ("params", "grads", "master", "optim", "buffers", "workspace", "step", "activations")
 STATE_CATEGORIES = CATEGORIES[:6]  # what a family's estimate holds between steps
-CATEGORY_LABELS = {
-    "params": "parameters (16-bit)", "grads": "gradients", "master": "fp32 master weights",
-    "optim": "optimizer states (Adam m, v)", "buffers": "DeepSpeed buffers", "workspace": "CUDA workspace",
-    "step": "in-step gradients and temporaries", "activations": "activations and logits",
+CATEGORY_LABELS = {  # as the book's figures name them
+    "params": "16 位参数", "grads": "梯度", "master": "fp32 主权重",
+    "optim": "Adam 状态（m、v）", "buffers": "DeepSpeed 缓冲区", "workspace": "CUDA 工作区",
+    "step": "步内梯度与临时张量", "activations": "激活值与 logits",
 }
 OFFLOAD = ("none", "cpu")
 

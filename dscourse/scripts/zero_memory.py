@@ -49,10 +49,23 @@ def parse_args(argv=None):
     p.add_argument("--steps", type=int, default=2)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--zero-json", default="{}", help='extra zero_optimization keys, e.g. \'{"reduce_bucket_size": 2e8}\'')
+    p.add_argument("--variant-zero-json", nargs="+", default=None, metavar="JSON",
+                   help="with --variants: extra zero_optimization keys for each variant in turn, instead of --zero-json "
+                        "(e.g. --variants 3 3 --variant-zero-json '{}' '{\"reduce_bucket_size\": 1e7}')")
     p.add_argument("--zero-init", action="store_true", help="build the model under deepspeed.zero.Init (stage 3)")
     p.add_argument("--out", required=True, help="folder for rank<N>.json")
     p.add_argument("--local_rank", type=int, default=None, help=argparse.SUPPRESS)  # the deepspeed launcher
-    return p.parse_args(argv)
+    args = p.parse_args(argv)
+    if args.variant_zero_json is not None:
+        if args.variants is None or len(args.variant_zero_json) != len(args.variants):
+            p.error(f"--variant-zero-json needs one JSON object per variant: {len(args.variant_zero_json)} given for "
+                    f"{len(args.variants or [])} --variants")
+        for text in args.variant_zero_json:
+            try:
+                json.loads(text)
+            except ValueError as e:
+                p.error(f"--variant-zero-json {text!r} is not JSON ({e}): write it as '{{\"key\": value}}'")
+    return args
 
 
 def main(argv=None) -> int:
@@ -61,13 +74,16 @@ def main(argv=None) -> int:
     if args.variants is None:
         result = run_variant(args, args.stage, args.offload_optimizer, args.offload_param, rank, world, device)
     else:
+        zero_jsons = args.variant_zero_json or [args.zero_json] * len(args.variants)
         result = {"rank": rank, "world_size": world,
-                  "variants": [run_variant(args, *v, rank, world, device) for v in args.variants]}
+                  "variants": [run_variant(args, *v, rank, world, device, zero_json)
+                               for v, zero_json in zip(args.variants, zero_jsons)]}
     finish(result, args.out, rank)
     return 0
 
 
-def run_variant(args, stage: int, offload_optimizer: str, offload_param: str, rank: int, world: int, device) -> dict:
+def run_variant(args, stage: int, offload_optimizer: str, offload_param: str, rank: int, world: int, device,
+                zero_json: str | None = None) -> dict:
     import gc
 
     import deepspeed
@@ -81,7 +97,7 @@ def run_variant(args, stage: int, offload_optimizer: str, offload_param: str, ra
     torch.manual_seed(args.seed)  # every variant of a launch starts from the same weights
     cfg = build_config(stage, micro_batch=args.micro_batch, world_size=world,
                        offload_optimizer=offload_optimizer, offload_param=offload_param,
-                       extra_zero=json.loads(args.zero_json))
+                       extra_zero=json.loads(args.zero_json if zero_json is None else zero_json))
     shape = SHAPES[args.shape]
     if args.zero_init and stage == 3:
         with deepspeed.zero.Init(config_dict_or_path=cfg):

@@ -209,6 +209,7 @@ for stage in (2, 3):
     est = calc.set(stage=stage)
     print(f"ZeRO-{stage}: model states {format_bytes(est.gpu_bytes)} between steps, peak of a step "
           f"{format_bytes(calc.peak.peak_bytes)} ({calc.peak.peak_phase}) per GPU")
+_ = calc.set(stage=2)  # back to the settings of the cell above: the saved widget shows what its code says
 
 # %% [markdown]
 # ### 不需要内核的计算器
@@ -328,7 +329,7 @@ fig = go.Figure([go.Bar(name="实测 memory_allocated()", y=labels, x=[round(r["
                  go.Bar(name="allocated 公式", y=labels, x=[round(r["formula"] / 1e9, 3) for r in gpu_rows],
                         orientation="h")])
 fig.update_layout(barmode="group", title="两次 optimizer step 之间的 GPU 显存：公式与实测",
-                  xaxis_title="每张 GPU 的 GB", yaxis_autorange="reversed", template="plotly_white",
+                  xaxis_title="每张 GPU 的 GB", yaxis_autorange="reversed",
                   legend_orientation="h", legend_y=1.04, margin=dict(l=260, t=80))
 show(fig, "gpu-formula-vs-measured", height=900)
 

@@ -85,11 +85,13 @@ import json
 from dscourse.launch import run_ranks
 from dscourse.memory import Setup, estimate, format_bytes
 
+buckets = (None, 2e8, 1e7)
+extras = [{} if bucket is None else {"reduce_bucket_size": bucket} for bucket in buckets]
+# one launch, three ZeRO-3 engines one after the other in the same two ranks, each with its own bucket size
+launch = run_ranks("dscourse.scripts.zero_memory", ["--shape", "gpt2-tiny", "--steps", "1", "--variants", "3", "3", "3",
+                                                    "--variant-zero-json", *map(json.dumps, extras)], nproc=2, timeout=300)
 rows = []
-for bucket in (None, 2e8, 1e7):
-    extra = {} if bucket is None else {"reduce_bucket_size": bucket}
-    rank0 = run_ranks("dscourse.scripts.zero_memory", ["--shape", "gpt2-tiny", "--stage", "3", "--steps", "1",
-                                                       "--zero-json", json.dumps(extra)], nproc=2, timeout=300).ranks[0]
+for bucket, rank0 in zip(buckets, launch.ranks[0]["variants"]):
     counted = rank0["held_after_step"]["cpu"]["buffers"]
     size = int(bucket or Setup(params=1).reduce_bucket_size)
     formula = estimate(Setup(params=rank0["params"], gpus=2, stage=3, reduce_bucket_size=size), "allocated").gpu["buffers"]

@@ -117,7 +117,7 @@ for x, text, color in [(-24, "fp16 最小次正规数 2^-24", "#E45756"),
 fig.add_annotation(x=-35, y=0.85, yref="paper", xanchor="left", showarrow=False,
                    text="bf16：最小正规数 2^-126，最大值 ≈ 2^128（远在坐标轴之外）")
 fig.update_layout(barmode="overlay", title="gpt2-tiny 的梯度落在哪里（一次反向，fp32）",
-                  xaxis_title="log2 |梯度|", yaxis_title="元素个数", template="plotly_white",
+                  xaxis_title="log2 |梯度|", yaxis_title="元素个数",
                   legend_orientation="h", legend_y=-0.2, bargap=0)
 show(fig, "gradient-histogram", height=440)
 
@@ -189,7 +189,7 @@ for label, c in curve.items():
     fig.add_scatter(x=shifts, y=[round(100 * v, 3) for v in c], mode="lines+markers", name=label)
 fig.update_layout(title="梯度变小时，fp16 把多少梯度元素冲成 0",
                   xaxis_title="梯度缩小 2^-k 倍（k）", yaxis_title="变成 0 的非零元素（%）",
-                  template="plotly_white", legend_orientation="h", legend_y=-0.2)
+                  legend_orientation="h", legend_y=-0.2)
 show(fig, "underflow-vs-shift", height=400)
 
 # %% [markdown]
@@ -266,7 +266,7 @@ fig = go.Figure()
 for mode, color in zip(master_runs, ("#4C78A8", "#54A24B", "#E45756")):
     fig.add_scatter(y=[round(x, 3) for x in master_runs[mode]["losses"]], mode="lines", name=mode, line_color=color)
 fig.update_layout(title="gpt2-tiny，AdamW lr 2e-5：fp32 主权重不能省", xaxis_title="步",
-                  yaxis_title="训练 loss", template="plotly_white", legend_orientation="h", legend_y=-0.2)
+                  yaxis_title="训练 loss", legend_orientation="h", legend_y=-0.2)
 show(fig, "master-weights-curves", height=400)
 
 # %% [markdown]
@@ -631,7 +631,7 @@ for r, color in zip(gpu["runs"], ("#4C78A8", "#F58518", "#E45756")):
 fig.update_xaxes(title_text="步")
 fig.update_yaxes(title_text="log2(loss scale)", row=1, col=1)
 fig.update_yaxes(title_text="loss", row=1, col=2)
-fig.update_layout(title=f"gpt2-350m，ZeRO-2，一张 {prov['gpu'].split(',')[0]}", template="plotly_white",
+fig.update_layout(title=f"gpt2-350m，ZeRO-2，一张 {prov['gpu'].split(',')[0]}",
                   legend_orientation="h", legend_y=-0.25)
 show(fig, "gpu-fp16-vs-bf16", height=460)
 

@@ -639,7 +639,7 @@ for op in comm.COLLECTIVES:
     fig.add_scatter(x=[e["size_bytes"] for e in pts], y=[round(e["busbw"] / 1e9, 4) for e in pts],
                     mode="lines+markers", name=op)
 fig.update_layout(title="2 个 CPU rank 上的 gloo：总线带宽与消息大小", xaxis_type="log",
-                  xaxis_title="消息大小（字节）", yaxis_title="busbw (GB/s)", template="plotly_white",
+                  xaxis_title="消息大小（字节）", yaxis_title="busbw (GB/s)",
                   legend_orientation="h", legend_y=-0.25)
 show(fig, "cpu-busbw", height=400)
 

@@ -207,6 +207,41 @@ glue("hybrid_fraction", f"1/{hybrid_total // e['HYBRID_SHARD']['params']}")
 glue("hpz_fraction", f"1/{hybrid_total // zero_elements(hpz[0])['master']}")
 
 # %% [markdown]
+# 同一组清点，换成每个 rank **每个参数多少字节**，与图 4.6 背后的公式 `dscourse.memory.sharding.held_per_param` 逐项对照。
+# FSDP2 是在优化器 step 之后、`zero_grad()` 之前清点的（梯度还在：图中“反向之后、优化器 step 之前”那一刻的持有量），
+# DeepSpeed 是步与步之间。FSDP2 的 fp32 分片就是主权重，记在“fp32 主权重”一栏。比较允许 0.1% 的差：Adam 的 `step` 计数器
+# 每个参数张量一个元素，公式不算它。hpZ 的二级分区不在清点里（见下文），所以 hpZ 一行的 16 位参数只比主分区。
+
+# %%
+import math
+
+from dscourse.memory.sharding import held_per_param
+
+
+def counted_per_param(held: dict, params: int) -> dict:
+    """Bytes per parameter this rank holds by category, over every device kind the count saw."""
+    kinds = [v for k, v in held.items() if k not in ("elements", "paths")]
+    return {c: sum(kind.get(c, 0) for kind in kinds) / params for c in ("params", "grads", "master", "optim")}
+
+
+checks = []
+for name, ranks in runs.items():
+    measured = counted_per_param(ranks[0]["held"], hybrid_total if name == "HYBRID_SHARD" else total)
+    measured = {"params": 0.0, "grads": measured["grads"], "master": measured["params"], "optim": measured["optim"]}
+    checks.append((f"FSDP2 {name}", len(ranks), measured, held_per_param(name, len(ranks), GROUP, "step")))
+for name, ranks, params in (("ZeRO-2", z2, total), ("ZeRO-3", z3, total), ("ZeRO-3 + hpZ", hpz, hybrid_total)):
+    formula = held_per_param(name, len(ranks), GROUP, "rest")
+    if name == "ZeRO-3 + hpZ":
+        formula["params"] -= 2 / GROUP  # the secondary partition, not in the count
+    checks.append((name, len(ranks), counted_per_param(ranks[0]["held_after_step"], params), formula))
+rows = []
+for name, n, measured, formula in checks:
+    assert all(math.isclose(measured[c], formula[c], rel_tol=1e-3, abs_tol=1e-9) for c in formula), (name, measured)
+    rows.append([name, n, *(f"{measured[c]:.3f} / {formula[c]:.3f}" for c in ("params", "grads", "master", "optim"))])
+print(text_table(["run", "ranks", "16-bit params", "grads", "fp32 master", "Adam"], rows, align_right_from=1))
+print("\nbytes per parameter per rank, counted / held_per_param: every cell agrees within 0.1%")
+
+# %% [markdown]
 # 读表：
 #
 # - **FULL_SHARD = ZeRO-3**：参数、梯度、Adam 状态都是 1/N，前向与反向之间也只留分片（每个块算完就释放）。与第 2 节 ZeRO-3 的分区逐个相等。
