@@ -83,3 +83,12 @@ def pytest_collection_modifyitems(config, items):
         elif path.name == "test_browser.py":
             item.add_marker(pytest.mark.browser)
             item.add_marker(pytest.mark.engine)
+
+
+def pytest_runtest_logreport(report):
+    """A failure is named the moment it happens (not only in the summary at the end), with the last line of its
+    error: where a session is stopped from outside (a CI limit), its log still says what failed and why."""
+    if report.failed and not hasattr(report, "wasxfail"):
+        lines = [line for line in report.longreprtext.splitlines() if line.strip()]
+        said = [line[1:].strip() for line in lines if line.startswith("E ")][:3] or lines[-1:] or ["(no message)"]
+        print(f"\n[failed {report.when}] {report.nodeid}: {' | '.join(said)[:400]}", flush=True)

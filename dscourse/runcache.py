@@ -5,8 +5,8 @@ nbval inherit it): a reader's notebook, a script or a benchmark always launches.
 module, arguments, rank count, launcher, launcher arguments and extra environment are: an argument that names an
 existing file or folder counts by its content (a config file, a checkpoint to resume from), one that names a path
 that holds nothing yet is an output (``--save-dir``): its place does not count, and what the first launch wrote
-there is copied to the new place on reuse. Launches that timed out are never stored; failed ones are, with their
-error, so a test of the failure sees the same message.
+there is copied to the new place on reuse. Failed launches are stored too, with their error, so a test of the
+failure sees the same message; so are launches that timed out (retrying them would mostly wait as long again).
 """
 
 from __future__ import annotations
@@ -115,6 +115,13 @@ def summary() -> str | None:
     return (f"multi-rank launches: {len(ran)} run ({sum(r['seconds'] for r in ran):.0f} s, "
             f"{sum(r.get('cpu_seconds', 0) for r in ran):.0f} CPU-s), "
             f"{len(rows) - len(ran)} reused from earlier in this session")
+
+
+def forget(key: str) -> None:
+    """Drop a stored launch (one that timed out, before it is tried again under a longer limit)."""
+    root = cache_root()
+    if root is not None:
+        shutil.rmtree(root / key, ignore_errors=True)
 
 
 def store(key: str, args: list[str], outputs: list[int], out: Path, result: dict) -> None:

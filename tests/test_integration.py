@@ -170,8 +170,10 @@ def test_the_seed_accelerate_command_starts_no_process_without_a_gpu(tmp_path):
 
 
 def test_zero_init_partitions_at_construction_and_hand_made_zero_init_skips_the_weight_init(tmp_path):
-    builds = run_ranks("dscourse.scripts.zero_init", ["--build", "plain", "from_config", "zero_init", *SHAPE_ARGS],
-                       timeout=600, out_dir=tmp_path).ranks[0]["builds"]
+    # the same launch as notebook 03's (reused within a session)
+    rank0 = run_ranks("dscourse.scripts.zero_init", ["--build", "plain", "from_config", "zero_init", *SHAPE_ARGS,
+                                                     "--padded", "llama-tiny"], timeout=600, out_dir=tmp_path).ranks[0]
+    builds = rank0["builds"]
     full = builds["plain"]["full_params"]
     assert builds["plain"]["held_after_build"] == full
     assert builds["from_config"]["held_after_build"] == builds["zero_init"]["held_after_build"] == full // 2
@@ -180,6 +182,13 @@ def test_zero_init_partitions_at_construction_and_hand_made_zero_init_skips_the_
         assert abs(builds[sane]["wte_std"] - 0.02) < 0.002
     assert builds["zero_init"]["wte_std"] > 0.9  # nn.Embedding's N(0, 1), not GPT-2's N(0, 0.02)
     assert builds["zero_init"]["first_loss"] > 3 * builds["zero_init"]["uniform_loss"]
+    # With a padding token, transformers' _init_weights zeroes weight[padding_idx]: an IndexError on the empty shard a
+    # bare zero.Init leaves, while from_config initialises the gathered parameters and is fine
+    padded = rank0["padded"]["builds"]
+    assert padded["zero_init"]["error"].startswith("IndexError") and "_init_weights" in padded["zero_init"]["error"]
+    assert padded["zero_init"]["model_class"] == padded["from_config"]["model_class"] == "LlamaForCausalLM"
+    assert abs(padded["from_config"]["first_loss"] - padded["from_config"]["uniform_loss"]) < 0.5
+    assert padded["from_config"]["held_after_build"] * 2 == padded["from_config"]["full_params"]
 
 
 @pytest.mark.parametrize("name", SCRIPTS)

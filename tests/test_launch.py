@@ -21,12 +21,21 @@ def test_a_failing_script_raises_with_the_end_of_its_log(tmp_path):
         run_ranks("dscourse.scripts.zero_memory", ["--shape", "no-such-shape"], nproc=2, timeout=120, out_dir=tmp_path)
 
 
-def test_a_hanging_launch_is_killed_at_its_timeout(tmp_path):
+def test_a_hanging_launch_is_killed_at_its_timeout(tmp_path, monkeypatch):
+    from dscourse import runcache
+
+    monkeypatch.setenv("DSCOURSE_RUN_CACHE", str(tmp_path / "runs"))  # this test's own session store
+    hang = ["--shape", "gpt2-small-cpu", "--steps", "100000"]
     t0 = time.time()
-    with pytest.raises(LaunchError, match="did not finish in 5 s"):
-        run_ranks("dscourse.scripts.zero_memory", ["--shape", "gpt2-small-cpu", "--steps", "100000"], nproc=2,
-                  timeout=5, out_dir=tmp_path)
-    assert time.time() - t0 < 30
+    with pytest.raises(LaunchError, match="did not finish in 5 s") as first:
+        run_ranks("dscourse.scripts.zero_memory", hang, nproc=2, timeout=5, out_dir=tmp_path / "a")
+    assert time.time() - t0 < 30 and first.value.timed_out
+    # The same launch under the same limit is not waited for a second time in one session
+    t1 = time.time()
+    with pytest.raises(LaunchError, match="did not finish in 5 s") as again:
+        run_ranks("dscourse.scripts.zero_memory", hang, nproc=2, timeout=5, out_dir=tmp_path / "b")
+    assert time.time() - t1 < 2 and again.value.timed_out
+    assert "1 run" in runcache.summary() and "1 reused" in runcache.summary()
 
 
 def test_launcher_command_refuses_nonsense():

@@ -212,8 +212,10 @@ assert all(0 < loss < 20 for loss in r["losses"].values())
 # %%
 from dscourse.models import SHAPES
 
-builds = run_ranks("dscourse.scripts.zero_init", ["--build", "plain", "from_config", "zero_init", "--shape", SHAPE],
-                   nproc=NPROC, timeout=900, out_dir=WORK / "zero-init").ranks[0]["builds"]
+zero_init_run = run_ranks("dscourse.scripts.zero_init", ["--build", "plain", "from_config", "zero_init", "--shape", SHAPE,
+                                                        "--padded", "llama-tiny"],
+                          nproc=NPROC, timeout=900, out_dir=WORK / "zero-init").ranks[0]
+builds = zero_init_run["builds"]
 how = {"plain": "GPT2LMHeadModel(config)", "from_config": "AutoModelForCausalLM.from_config(config)",
        "zero_init": "with deepspeed.zero.Init(): GPT2LMHeadModel(config)"}
 sane = {b: abs(r["first_loss"] - r["uniform_loss"]) < 1.0 for b, r in builds.items()}
@@ -237,6 +239,30 @@ glue("uniform_loss", f"{builds['plain']['uniform_loss']:.2f}")
 #   （std ≈ 1，而不是 0.02）。词嵌入与输出层共享权重，logits 被放大几十倍，第一步 loss 是 ln V 的好几倍。
 #   训练不会报错，只会从一个糟糕的起点开始。**检查第一步 loss 是否接近 ln V**，是发现这类问题最便宜的办法；
 #   自己用 `zero.Init` 时，初始化要放进 `deepspeed.zero.GatheredParameters(..., modifier_rank=0)` 里做。
+#
+# 同一次运行还用一个**带 padding token** 的小 Llama（`pad_token_id = 0`；Gemma-2、Phi-3 和许多 Llama 的 `config.json`
+# 都有这一项）再试两种写法。有了 `padding_idx`，Transformers 的 `_init_weights` 要把词嵌入的那一行清零
+# （`init.zeros_(module.weight[module.padding_idx])`，transformers 5.23 `modeling_utils.py`）；
+# 在光秃秃的 `zero.Init` 里，这个参数已经被切成空张量，那一行根本不存在：
+
+# %%
+padded = zero_init_run["padded"]["builds"]
+def outcome(r):
+    if "error" in r:
+        return r["error"]
+    return "built; first loss ≈ ln V: " + ("yes" if abs(r["first_loss"] - r["uniform_loss"]) < 1.0 else "no")
+
+
+print(text_table(["how the model is built (llama-tiny, pad_token_id 0)", "what happened"],
+                 [[how[b].replace("GPT2LMHeadModel", padded[b]["model_class"]), outcome(padded[b])]
+                  for b in ("from_config", "zero_init")]))
+assert "error" not in padded["from_config"] and padded["zero_init"]["error"].startswith("IndexError")
+
+# %% [markdown]
+# 这一次不是悄悄变差，而是直接报错：`IndexError: index 0 is out of bounds for dimension 0 with size 0`。
+# 报错本身不指向 ZeRO，很容易让人以为是词表或 tokenizer 的问题。解决办法同上：让 Transformers 来建模型
+# （`from_config` / `from_pretrained`，前面先有 ZeRO-3 配置），它在收集好的完整参数上初始化；
+# 自己的模型非用 `zero.Init` 不可时，把初始化放进 `GatheredParameters` 里。
 #
 # ## 4. 等价性：ZeRO 改变显存，不改变数学
 #
