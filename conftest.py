@@ -42,17 +42,38 @@ def pytest_configure(config):
         folder = Path(os.environ["DSCOURSE_RUN_CACHE"])
         folder.mkdir(parents=True, exist_ok=True)
         os.environ["DSCOURSE_CPUINFO"] = str(save(folder / "cpuinfo.json"))
+        if not hasattr(config, "workerinput") and os.environ.get("DSCOURSE_WARM_RANKS") != "off":
+            # Warm interpreters for the session's ranks (dscourse.warm): torch, DeepSpeed and transformers imported
+            # once instead of in every rank. DSCOURSE_WARM_RANKS=off starts every rank cold.
+            from dscourse.launch import start_warm_ranks
+
+            path, config._dscourse_warm = start_warm_ranks(folder)
+            os.environ["DSCOURSE_WARM_RANKS"] = str(path)
 
 
 def pytest_terminal_summary(terminalreporter):
     from dscourse.runcache import summary
+    from dscourse.warm import served
 
     line = summary()
     if line:
         terminalreporter.write_line(line)
+    warm = served()
+    if warm:
+        terminalreporter.write_line(f"ranks started warm: {warm[0]} ({warm[1]:.0f} CPU-s, not in the launches' "
+                                    "CPU-s above, which count each launcher and the ranks that started cold)")
 
 
 def pytest_unconfigure(config):
+    server = getattr(config, "_dscourse_warm", None)
+    if server is not None:
+        import signal
+
+        try:
+            os.killpg(server.pid, signal.SIGKILL)  # the server and any rank it still serves
+        except ProcessLookupError:
+            pass
+        server.wait()
     folder = getattr(config, "_dscourse_run_cache", None)
     if folder:
         shutil.rmtree(folder, ignore_errors=True)

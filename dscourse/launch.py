@@ -149,10 +149,6 @@ def _launch(module: str, args: list[str], nproc, launcher, timeout, env, out: Pa
     cmd = launcher_command(module, [*args, "--out", str(out)], nproc, launcher, port=port,
                            launcher_args=list(launcher_args))
     full_env = _launch_env(env)
-    # Ranks on one machine talk over loopback. Left to itself gloo binds to the address the host name resolves to,
-    # which a sandboxed or firewalled machine may not let a process reach, even its own: every rank then waits for
-    # its peers until the timeout. (The simulated nodes of run_nodes name their own interface.)
-    full_env.setdefault("GLOO_SOCKET_IFNAME", "lo")
     if launcher == "torchrun":
         full_env.update(cpu_ranks_if_gpus_short(nproc, env))
     if launcher == "deepspeed" and "CUDA_VISIBLE_DEVICES" not in full_env:
@@ -186,11 +182,23 @@ def _launch(module: str, args: list[str], nproc, launcher, timeout, env, out: Pa
 def _launch_env(env: dict | None) -> dict:
     full_env = {**os.environ, "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false",
                 "HF_HUB_OFFLINE": "1", "PYTHONUNBUFFERED": "1", **(env or {})}
+    # Ranks on one machine talk over loopback. Left to itself gloo binds to the address the host name resolves to,
+    # which a sandboxed or firewalled machine may not let a process reach, even its own: every rank then waits for
+    # its peers until the timeout. (Simulated nodes in network namespaces name their own interface.)
+    full_env.setdefault("GLOO_SOCKET_IFNAME", "lo")
     # Multicast over NVLink stays off on every GPU run (shared hosts; see the device notes).
     full_env.update({"NCCL_NVLS_ENABLE": "0", "TORCH_SYMM_MEM_DISABLE_MULTICAST": "1", "NVSHMEM_DISABLE_NVLS": "1"})
     if full_env.get("TORCH_CUDA_ARCH_LIST"):
         full_env["TORCH_CUDA_ARCH_LIST"] = deepspeed_arch_list(full_env["TORCH_CUDA_ARCH_LIST"])
     return full_env
+
+
+def start_warm_ranks(folder: str | Path):
+    """Start a server of warm interpreters (``dscourse.warm``) with the environment every launch gives its ranks:
+    (socket path, process). Set ``dscourse.warm.SOCKET_VARIABLE`` to the path where launches should use it."""
+    from . import warm
+
+    return warm.start_server(Path(folder), _launch_env(None))
 
 
 def deepspeed_arch_list(value: str) -> str:

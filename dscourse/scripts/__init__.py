@@ -2,7 +2,14 @@
 
 from __future__ import annotations
 
-from dscourse.cpuinfo_once import use_saved
+import os
+
+if os.environ.get("DSCOURSE_WARM_RANKS"):  # in a test session: a warm interpreter becomes this rank (dscourse.warm)
+    from dscourse.warm import hand_off
+
+    hand_off()  # returns only where none takes it: the rank then starts cold, as everywhere else
+
+from dscourse.cpuinfo_once import use_saved  # noqa: E402
 
 use_saved()  # in a test session: DeepSpeed's CPU-feature query answered once, not in every rank (cpuinfo_once)
 

@@ -1,0 +1,277 @@
+"""Warm interpreters for a test session's ranks: torch, DeepSpeed and transformers imported once, not in every rank.
+
+A rank of the course's scripts spends about 5 CPU-seconds importing torch, DeepSpeed and transformers before it
+does anything, and a test session starts some 130 of them on two cores. Where ``DSCOURSE_WARM_RANKS`` names a
+socket (the test session's ``conftest.py`` starts the server and sets it; notebooks run by nbval inherit it), a
+rank of a ``dscourse.scripts`` module hands itself to a server process that has made those imports once: the
+server forks, and the child becomes the rank (its argv, environment, working folder, stdin/stdout/stderr) and runs
+the script's module as ``__main__``. The launcher is unchanged and real (torchrun, the deepspeed launcher,
+accelerate launch), and so is everything the rank does; only the interpreter start is shared. Readers' runs,
+scripts and benchmarks never set the variable: their ranks start cold.
+
+A rank is served warm only when every environment variable that a module may read at import time (``HF_*``,
+``TORCH*``, ``CUDA*``, ``OMP_*``, ``DS_*``, ``ACCELERATE_*`` and the like, less those a launcher sets for each
+rank, which are read at run time) has the value the server started with; otherwise, or when the server does not
+answer, the rank starts cold as usual. A served rank dies with its client (the process its launcher started):
+killing a launch's process tree kills its ranks.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import sys
+import threading
+from pathlib import Path
+
+SOCKET_VARIABLE = "DSCOURSE_WARM_RANKS"
+# Read at import time by torch, DeepSpeed, transformers, huggingface_hub, accelerate or the OpenMP runtime
+_IMPORT_TIME_PREFIXES = ("HF_", "HUGGINGFACE", "TRANSFORMERS", "TORCH", "PYTORCH", "DS_", "DEEPSPEED", "CUDA",
+                         "NVIDIA", "OMP_", "MKL", "KMP_", "GOMP", "NCCL", "ACCELERATE", "PYTHON", "LD_", "TOKENIZERS",
+                         "DSCOURSE", "XDG_", "HOME", "TMPDIR", "PATH")
+# What launchers set per rank or per launch, read at run time (torch.distributed, torchelastic, the deepspeed launcher)
+_RUN_TIME = {"RANK", "LOCAL_RANK", "WORLD_SIZE", "LOCAL_WORLD_SIZE", "GROUP_RANK", "GROUP_WORLD_SIZE", "ROLE_RANK",
+             "ROLE_NAME", "ROLE_WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT", "TORCH_NCCL_ASYNC_ERROR_HANDLING",
+             "CROSS_RANK", "CROSS_SIZE", "LOCAL_SIZE",
+             # torchrun's, per launch: read when CUDA is first asked for, and when inductor first caches
+             "PYTORCH_NVML_BASED_CUDA_CHECK", "TORCHINDUCTOR_CACHE_DIR",
+             "DSCOURSE_WARM_RANKS"}  # (SOCKET_VARIABLE: which server, not how to import)
+_RUN_TIME_PREFIXES = ("TORCHELASTIC_",)
+_SCRIPTS = Path(__file__).resolve().parent / "scripts"
+_serving = False  # True in the server and in the ranks it forks: they never hand off again
+
+
+def import_time_environment(env) -> dict:
+    """The part of an environment that must match for a rank to be served by a server started with another one."""
+    return {k: v for k, v in env.items()
+            if k.startswith(_IMPORT_TIME_PREFIXES) and k not in _RUN_TIME and not k.startswith(_RUN_TIME_PREFIXES)}
+
+
+def _script_of_this_process() -> dict | None:
+    """The dscourse script this interpreter was asked to run, from the command line the kernel holds (sys.argv is
+    not yet set while ``-m`` imports the package)."""
+    try:
+        return script_of(Path("/proc/self/cmdline").read_bytes().decode().split("\0")[:-1])
+    except OSError:
+        return None
+
+
+def script_of(argv: list[str]) -> dict | None:
+    """``{"module", "argv"}`` of an interpreter's command line that runs a dscourse script (``python -u -m
+    dscourse.scripts.X ...`` or ``python .../dscourse/scripts/X.py ...``), None for any other."""
+    i = 1
+    while i < len(argv) and argv[i].startswith("-") and argv[i] != "-m":
+        i += 1  # interpreter options (-u, -X ...)
+    if i + 1 < len(argv) and argv[i] == "-m" and argv[i + 1].startswith("dscourse.scripts."):
+        return {"module": argv[i + 1], "argv": [str(_SCRIPTS / (argv[i + 1].rsplit(".", 1)[1] + ".py")), *argv[i + 2:]]}
+    if i < len(argv) and Path(argv[i]).resolve().parent == _SCRIPTS:
+        return {"module": None, "argv": [argv[i], *argv[i + 1:]]}
+    return None
+
+
+def hand_off() -> None:
+    """In a rank of a dscourse script, with a server named: let the server's fork be the rank, and exit as it exits.
+    Returns (the rank goes on cold) when there is no server, it does not answer, or the environment differs."""
+    path = os.environ.get(SOCKET_VARIABLE)
+    if not path or _serving:
+        return
+    script = _script_of_this_process()
+    if script is None:
+        return
+    try:
+        conn = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        conn.settimeout(5)
+        conn.connect(path)
+        request = json.dumps({**script, "env": dict(os.environ), "cwd": os.getcwd()}).encode()
+        socket.send_fds(conn, [len(request).to_bytes(8, "big") + request], [0, 1, 2])
+        answer = _read_line(conn)
+    except OSError:
+        return
+    if answer != "forked":
+        conn.close()
+        return  # "cold": the environment differs from the server's
+    conn.settimeout(None)
+    for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+        signal.signal(sig, lambda *_: os._exit(1))  # closes the connection: the served rank kills itself
+    status = _read_line(conn)
+    code = int(status) if status.lstrip("-").isdigit() else 1
+    if code < 0:  # it died of a signal: so does this process, for the launcher to see
+        signal.signal(-code, signal.SIG_DFL)
+        os.kill(os.getpid(), -code)
+    os._exit(code)
+
+
+def _read_line(conn) -> str:
+    data = b""
+    while not data.endswith(b"\n"):
+        chunk = conn.recv(64)
+        if not chunk:
+            break
+        data += chunk
+    return data.decode().strip()
+
+
+def serve(path: str) -> None:
+    """The server: import what every rank imports, then fork a rank for each client that connects."""
+    global _serving
+    _serving = True
+    import importlib
+
+    # dscourse.scripts first: it answers DeepSpeed's CPU-feature query from the session's file (cpuinfo_once)
+    for name in ("dscourse.scripts", "torch", "deepspeed", "deepspeed.runtime.engine", "deepspeed.runtime.zero.stage3",
+                 "deepspeed.runtime.zero.stage_1_and_2", "transformers.models.gpt2.modeling_gpt2",
+                 "transformers.models.llama.modeling_llama", "dscourse.models"):
+        importlib.import_module(name)
+
+    _load_ops()
+    expected = import_time_environment(os.environ)
+    ledger = Path(f"{path}.jsonl")
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    tmp = f"{path}.{os.getpid()}"
+    listener.bind(tmp)
+    listener.listen(64)
+    os.rename(tmp, path)  # clients see the socket only once it listens
+    open_conns: set = set()
+    while True:
+        conn, _ = listener.accept()
+        try:
+            head, fds, _, _ = socket.recv_fds(conn, 1 << 20, 3)
+            size = int.from_bytes(head[:8], "big")
+            body = head[8:]
+            while len(body) < size:
+                body += conn.recv(size - len(body))
+            request = json.loads(body)
+        except (OSError, ValueError):
+            conn.close()
+            continue
+        asked = import_time_environment(request["env"])
+        if asked != expected:
+            differ = sorted(k for k in asked.keys() | expected.keys() if asked.get(k) != expected.get(k))
+            print(f"cold: {request['module'] or request['argv'][0]}: {', '.join(differ)} differ", flush=True)
+            conn.sendall(b"cold\n")
+            conn.close()
+            for fd in fds:
+                os.close(fd)
+            continue
+        sys.stdout.flush()
+        sys.stderr.flush()
+        pid = os.fork()
+        if pid == 0:
+            listener.close()
+            for other in open_conns:
+                other.close()
+            _become_the_rank(conn, request, fds)  # never returns
+        for fd in fds:
+            os.close(fd)
+        conn.sendall(b"forked\n")
+        open_conns.add(conn)
+        threading.Thread(target=_report_exit, args=(pid, conn, open_conns, ledger), daemon=True).start()
+
+
+# DeepSpeed's CPU ops that the course's ranks load (shared-memory all-reduce at init, CPU Adam for offload, the CPU
+# accelerator's fused Adam): compiled on first use, behind a lock file that a rank killed while it holds it leaves
+# behind for every later rank to wait on. Loaded here once, before any rank is served, they are compiled once by a
+# process no test kills, and a served rank finds them already loaded (DeepSpeed's OpBuilder keeps loaded ops).
+OPS = ("ShareMemCommBuilder", "CPUAdamBuilder", "FusedAdamBuilder")
+
+
+def _load_ops() -> None:
+    from deepspeed.accelerator import get_accelerator
+
+    for name in OPS:
+        try:
+            builder = get_accelerator().create_op_builder(name)
+            if builder is not None:
+                builder.load()
+                print(f"loaded {name}", flush=True)
+        except Exception as e:  # a rank that needs it meets the same error itself, with DeepSpeed's own message
+            print(f"could not load {name}: {type(e).__name__}: {e}", flush=True)
+
+
+def _report_exit(pid: int, conn, open_conns: set, ledger: Path) -> None:
+    _, status, usage = os.wait4(pid, 0)
+    code = -os.WTERMSIG(status) if os.WIFSIGNALED(status) else os.WEXITSTATUS(status)
+    with open(ledger, "a", encoding="utf-8") as f:  # the served ranks' CPU, which no launcher's rusage counts
+        f.write(json.dumps({"pid": pid, "code": code, "cpu_seconds": round(usage.ru_utime + usage.ru_stime, 2)}) + "\n")
+    try:
+        conn.sendall(f"{code}\n".encode())
+    except OSError:
+        pass
+    open_conns.discard(conn)
+    conn.close()
+
+
+def _become_the_rank(conn, request: dict, fds: list[int]) -> None:
+    import runpy
+    import traceback
+
+    code = 1
+    try:
+        for target, fd in enumerate(fds):
+            os.dup2(fd, target)
+            os.close(fd)
+        os.chdir(request["cwd"])
+        os.environ.clear()
+        os.environ.update(request["env"])
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+        threading.Thread(target=_die_with_the_client, args=(conn,), daemon=True).start()
+        sys.argv = list(request["argv"])
+        # as a cold start has it: the working folder first for ``-m``, the script's folder for a path
+        sys.path[0] = request["cwd"] if request["module"] else str(Path(request["argv"][0]).resolve().parent)
+        try:
+            if request["module"]:
+                runpy.run_module(request["module"], run_name="__main__", alter_sys=True)
+            else:
+                runpy.run_path(request["argv"][0], run_name="__main__")
+            code = 0
+        except SystemExit as e:
+            code = e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
+            if not isinstance(e.code, int | type(None)):
+                print(e.code, file=sys.stderr)
+    except BaseException:
+        traceback.print_exc()
+    finally:
+        try:
+            sys.stdout.flush()
+            sys.stderr.flush()
+        finally:
+            os._exit(code)
+
+
+def _die_with_the_client(conn) -> None:
+    """The client is the process the launcher started and will kill: when it is gone, so is this rank."""
+    try:
+        while conn.recv(64):
+            pass
+    except OSError:
+        pass
+    os.kill(os.getpid(), signal.SIGKILL)
+
+
+def served() -> tuple[int, float] | None:
+    """(ranks served, their CPU seconds) of this session's server, or None without one."""
+    path = os.environ.get(SOCKET_VARIABLE)
+    ledger = Path(f"{path}.jsonl") if path else None
+    if ledger is None or not ledger.exists():
+        return None
+    rows = [json.loads(line) for line in ledger.read_text(encoding="utf-8").splitlines() if line.strip()]
+    return len(rows), sum(r["cpu_seconds"] for r in rows)
+
+
+def start_server(folder: Path, env: dict | None = None):
+    """Start a server whose socket is in ``folder``: (socket path, process). The caller sets SOCKET_VARIABLE to the
+    path for the launches that should use it, and kills the process's group when done."""
+    import subprocess
+
+    path = folder / "warm-ranks.sock"
+    log = open(folder / "warm-ranks.log", "ab")
+    proc = subprocess.Popen([sys.executable, "-m", "dscourse.warm", str(path)], stdout=log, stderr=subprocess.STDOUT,
+                            stdin=subprocess.DEVNULL, env=env, start_new_session=True)
+    log.close()
+    return path, proc
+
+
+if __name__ == "__main__":
+    serve(sys.argv[1])
