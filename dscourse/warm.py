@@ -125,7 +125,7 @@ def serve(path: str) -> None:
                  "transformers.models.llama.modeling_llama", "dscourse.models"):
         importlib.import_module(name)
 
-    _load_ops()
+    builders = _build_ops()  # meanwhile the server serves: a rank that needs an op waits on its builder's lock
     expected = import_time_environment(os.environ)
     ledger = Path(f"{path}.jsonl")
     listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
@@ -134,8 +134,16 @@ def serve(path: str) -> None:
     listener.listen(64)
     os.rename(tmp, path)  # clients see the socket only once it listens
     open_conns: set = set()
+    listener.settimeout(1.0)
     while True:
-        conn, _ = listener.accept()
+        if builders and all(b.poll() is not None for b in builders):
+            builders = []
+            _load_ops()  # built: every rank served from now on finds them loaded
+        try:
+            conn, _ = listener.accept()
+        except TimeoutError:
+            continue
+        conn.settimeout(None)
         try:
             head, fds, _, _ = socket.recv_fds(conn, 1 << 20, 3)
             size = int.from_bytes(head[:8], "big")
@@ -172,15 +180,23 @@ def serve(path: str) -> None:
 
 # DeepSpeed's CPU ops that the course's ranks load (shared-memory all-reduce at init, CPU Adam for offload, the CPU
 # accelerator's fused Adam): compiled on first use, behind a lock file that a rank killed while it holds it leaves
-# behind for every later rank to wait on. Loaded here once, before any rank is served, they are compiled once by a
-# process no test kills, and a served rank finds them already loaded (DeepSpeed's OpBuilder keeps loaded ops).
+# behind for every later rank to wait on. The server has them compiled at once, side by side, by processes no test
+# kills, then loads them itself, so that a rank served after that finds them loaded (DeepSpeed's OpBuilder keeps
+# loaded ops) and takes no lock at all.
 OPS = ("ShareMemCommBuilder", "CPUAdamBuilder", "FusedAdamBuilder")
 
 
-def _load_ops() -> None:
+def _build_ops() -> list:
+    import subprocess
+
+    return [subprocess.Popen([sys.executable, "-m", "dscourse.warm", "--load-op", name], stdin=subprocess.DEVNULL)
+            for name in OPS]
+
+
+def _load_ops(names=OPS) -> None:
     from deepspeed.accelerator import get_accelerator
 
-    for name in OPS:
+    for name in names:
         try:
             builder = get_accelerator().create_op_builder(name)
             if builder is not None:
@@ -274,4 +290,9 @@ def start_server(folder: Path, env: dict | None = None):
 
 
 if __name__ == "__main__":
-    serve(sys.argv[1])
+    if sys.argv[1] == "--load-op":
+        import dscourse.scripts  # noqa: F401  (DeepSpeed's CPU-feature query answered from the session's file)
+
+        _load_ops([sys.argv[2]])
+    else:
+        serve(sys.argv[1])
