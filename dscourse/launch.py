@@ -78,7 +78,7 @@ def launcher_command(module: str, args: list[str], nproc: int | None, launcher: 
 
 
 def run_ranks(module: str, args: list[str], nproc: int | None = 2, launcher: str = "torchrun",
-              timeout: float = 300, env: dict | None = None, out_dir: str | Path | None = None,
+              timeout: float = 600, env: dict | None = None, out_dir: str | Path | None = None,
               launcher_args: list[str] = (), expect_ranks: int | None = None, reuse: bool = True) -> LaunchResult:
     """Run ``module`` on ``nproc`` ranks; return the ``rank<N>.json`` each wrote to ``--out``.
 
@@ -225,7 +225,7 @@ class NodesResult:
     commands: list[list[str]]
 
 
-def run_nodes(commands: list[list[str]], out_dir: str | Path, world_size: int, timeout: float = 300,
+def run_nodes(commands: list[list[str]], out_dir: str | Path, world_size: int, timeout: float = 600,
               env: dict | None = None, node_env: list[dict] | None = None,
               prefixes: list[list[str]] | None = None, grace: float = 5) -> NodesResult:
     """Start one launcher per "node" (each a full command line, e.g. from ``dscourse.multinode.commands``),

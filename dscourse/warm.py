@@ -125,7 +125,7 @@ def serve(path: str) -> None:
                  "transformers.models.llama.modeling_llama", "dscourse.models"):
         importlib.import_module(name)
 
-    builders = _build_ops()  # meanwhile the server serves: a rank that needs an op waits on its builder's lock
+    stage, builders = 0, _build_ops(0)  # meanwhile the server serves: a rank that needs an op waits on its lock
     expected = import_time_environment(os.environ)
     ledger = Path(f"{path}.jsonl")
     listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
@@ -137,8 +137,9 @@ def serve(path: str) -> None:
     listener.settimeout(1.0)
     while True:
         if builders and all(b.poll() is not None for b in builders):
-            builders = []
-            _load_ops()  # built: every rank served from now on finds them loaded
+            _load_ops(OP_STAGES[stage])  # built: every rank served from now on finds them loaded
+            stage += 1
+            builders = _build_ops(stage) if stage < len(OP_STAGES) else []
         try:
             conn, _ = listener.accept()
         except TimeoutError:
@@ -183,14 +184,16 @@ def serve(path: str) -> None:
 # behind for every later rank to wait on. The server has them compiled at once, side by side, by processes no test
 # kills, then loads them itself, so that a rank served after that finds them loaded (DeepSpeed's OpBuilder keeps
 # loaded ops) and takes no lock at all.
-OPS = ("ShareMemCommBuilder", "CPUAdamBuilder", "FusedAdamBuilder")
+# The shared-memory all-reduce first and alone: every rank loads it when its process group starts.
+OP_STAGES = (("ShareMemCommBuilder",), ("CPUAdamBuilder", "FusedAdamBuilder"))
+OPS = tuple(name for stage in OP_STAGES for name in stage)
 
 
-def _build_ops() -> list:
+def _build_ops(stage: int = 0) -> list:
     import subprocess
 
     return [subprocess.Popen([sys.executable, "-m", "dscourse.warm", "--load-op", name], stdin=subprocess.DEVNULL)
-            for name in OPS]
+            for name in OP_STAGES[stage]]
 
 
 def _load_ops(names=OPS) -> None:

@@ -126,7 +126,7 @@ def test_logger_measured_again_equals_the_model(tmp_path):
     """One launch on 2 ranks: ZeRO-2's default all-reduce and ZeRO-3 keeping its gathered parameters."""
     specs = [r for r in DATA["runs"] if r["world_size"] == 2 and r["name"] in ("z2-ga1", "z3-p0-ga1")]
     configs = [{k: r[k] for k in ("name", "stage", "grad_accum", "zero", "shape")} for r in specs]
-    res = run_ranks("dscourse.scripts.comm_volume", ["--configs", json.dumps(configs)], nproc=2, timeout=180,
+    res = run_ranks("dscourse.scripts.comm_volume", ["--configs", json.dumps(configs)], nproc=2, timeout=600,
                     out_dir=tmp_path)
     for spec, got in zip(specs, res.ranks[0]["results"], strict=True):
         report = comm.model_for_run(spec, DATA["shapes"])

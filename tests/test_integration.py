@@ -164,7 +164,7 @@ def test_accelerate_launch_builds_a_zero2_engine_from_flags_and_from_a_config_fi
 def test_the_seed_accelerate_command_starts_no_process_without_a_gpu(tmp_path):
     with pytest.raises(LaunchError) as error:
         run_ranks("dscourse.scripts.accelerate_train", SHAPE_ARGS, nproc=None, expect_ranks=1, launcher="accelerate",
-                  launcher_args=["--use_deepspeed", "--zero_stage", "2"], timeout=300,
+                  launcher_args=["--use_deepspeed", "--zero_stage", "2"], timeout=600,
                   env={"HF_HOME": str(tmp_path / "hf")}, out_dir=tmp_path / "out")
     assert "`--num_processes` was set to a value of `0`" in error.value.log
 

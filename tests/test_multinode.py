@@ -436,7 +436,7 @@ def test_allreduce_bench_on_two_ranks(tmp_path):
     from dscourse.launch import run_ranks
 
     res = run_ranks("dscourse.scripts.allreduce_bench", ["--sizes", "1e4,1e6", "--iters", "3"], nproc=2,
-                    timeout=240, out_dir=tmp_path)
+                    timeout=600, out_dir=tmp_path)
     rank0 = res.ranks[0]
     assert rank0["world_size"] == 2 and rank0["backend"] == "gloo"
     done = [e for e in rank0["results"] if "busbw" in e]
@@ -460,7 +460,7 @@ def test_two_nodes_train_zero2_together(launcher, zero2_config, tmp_path):
     from dscourse.multinode.simulate import run_nodes_job
 
     job = run_nodes_job(launcher, "dscourse.scripts.train_step", ["--config", str(zero2_config), "--steps", "2"],
-                        timeout=300, out_dir=tmp_path)
+                        timeout=600, out_dir=tmp_path)
     assert job.cluster.mode in ("netns", "loopback")
     assert len(job.plan.commands) == 2
     assert sorted(r["rank"] for r in job.result.ranks) == [0, 1]
@@ -476,7 +476,7 @@ def test_two_nodes_have_their_own_addresses_when_namespaces_work(tmp_path):
 
     job = run_nodes_job("torchrun", "dscourse.scripts.allreduce_bench", ["--sizes", "1e5", "--iters", "2",
                                                                          "--ops", "all_reduce"],
-                        timeout=240, out_dir=tmp_path)
+                        timeout=600, out_dir=tmp_path)
     seen = [r["addresses"] for r in sorted(job.result.ranks, key=lambda r: r["rank"])]
     if job.cluster.mode == "netns":
         assert seen == [[f"{netns.SUBNET}.1"], [f"{netns.SUBNET}.2"]]
@@ -491,7 +491,7 @@ def test_loopback_fallback_and_a_failing_node_is_reported_fast(tmp_path):
 
     t0 = time.time()
     with pytest.raises(LaunchError, match="nodes failed"):
-        run_nodes_job("torchrun", "dscourse.scripts.allreduce_bench", ["--sizes", "nonsense"], timeout=240,
+        run_nodes_job("torchrun", "dscourse.scripts.allreduce_bench", ["--sizes", "nonsense"], timeout=600,
                       out_dir=tmp_path, use_netns=False)
     assert time.time() - t0 < 120
 

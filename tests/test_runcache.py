@@ -66,9 +66,9 @@ def test_a_second_identical_launch_is_reused_and_reuse_false_launches_again(cach
     from dscourse.launch import run_ranks
 
     args = ["--sizes", "1e3", "--iters", "1", "--ops", "all_reduce"]
-    first = run_ranks("dscourse.scripts.allreduce_bench", args, nproc=2, timeout=240, out_dir=cache / "o1")
-    again = run_ranks("dscourse.scripts.allreduce_bench", args, nproc=2, timeout=240, out_dir=cache / "o2")
-    fresh = run_ranks("dscourse.scripts.allreduce_bench", args, nproc=2, timeout=240, out_dir=cache / "o3", reuse=False)
+    first = run_ranks("dscourse.scripts.allreduce_bench", args, nproc=2, timeout=600, out_dir=cache / "o1")
+    again = run_ranks("dscourse.scripts.allreduce_bench", args, nproc=2, timeout=600, out_dir=cache / "o2")
+    fresh = run_ranks("dscourse.scripts.allreduce_bench", args, nproc=2, timeout=600, out_dir=cache / "o3", reuse=False)
     assert again.ranks == first.ranks and (cache / "o2" / "rank0.json").exists()
     assert fresh.ranks[0]["world_size"] == 2
     ledger = [json.loads(line) for line in (cache / "cache" / "ledger.jsonl").read_text().splitlines()]

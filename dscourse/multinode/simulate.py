@@ -30,7 +30,7 @@ class Job:
 
 
 def run_nodes_job(launcher: str, module: str, args: list[str], nodes: int = 2, gpus_per_node: int = 1,
-                  timeout: float = 300, out_dir: str | Path | None = None, use_netns: bool | None = None,
+                  timeout: float = 600, out_dir: str | Path | None = None, use_netns: bool | None = None,
                   env: dict | None = None, wrong_master: dict | None = None) -> Job:
     """Run ``python -m module args --out OUT`` on ``nodes`` × ``gpus_per_node`` ranks through ``launcher``
     (``torchrun``, ``torchrun-c10d``, ``deepspeed-nossh`` or ``accelerate``), one launcher process per node.

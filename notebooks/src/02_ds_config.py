@@ -89,7 +89,7 @@ buckets = (None, 2e8, 1e7)
 extras = [{} if bucket is None else {"reduce_bucket_size": bucket} for bucket in buckets]
 # one launch, three ZeRO-3 engines one after the other in the same two ranks, each with its own bucket size
 launch = run_ranks("dscourse.scripts.zero_memory", ["--shape", "gpt2-tiny", "--steps", "1", "--variants", "3", "3", "3",
-                                                    "--variant-zero-json", *map(json.dumps, extras)], nproc=2, timeout=300)
+                                                    "--variant-zero-json", *map(json.dumps, extras)], nproc=2, timeout=600)
 rows = []
 for bucket, rank0 in zip(buckets, launch.ranks[0]["variants"]):
     counted = rank0["held_after_step"]["cpu"]["buffers"]

@@ -240,7 +240,7 @@ jobs = {}
 for launcher in ("torchrun", "deepspeed-nossh"):
     jobs[launcher] = run_nodes_job(launcher, "dscourse.scripts.train_step",
                                    ["--config", str(config), "--steps", "3"], nodes=2, gpus_per_node=1,
-                                   timeout=400, out_dir=work / launcher)
+                                   timeout=600, out_dir=work / launcher)
 rows = []
 for launcher, job in jobs.items():
     for r in sorted(job.result.ranks, key=lambda r: r["rank"]):
@@ -274,7 +274,7 @@ for launcher, job in jobs.items():
 # NBVAL_IGNORE_OUTPUT
 # (addresses and bandwidth depend on the machine and the mode)
 cross = run_nodes_job("torchrun", "dscourse.scripts.allreduce_bench",
-                      ["--sizes", "1e6,1e7", "--ops", "all_reduce", "--iters", "5"], timeout=240,
+                      ["--sizes", "1e6,1e7", "--ops", "all_reduce", "--iters", "5"], timeout=600,
                       out_dir=work / "cross")
 for r in sorted(cross.result.ranks, key=lambda r: r["rank"]):
     big = [e for e in r["results"] if e["size_bytes"] >= 1e7][0]
@@ -437,7 +437,7 @@ measured = comm.load_measured()
 again = [r for r in measured["runs"] if r["world_size"] == 2 and r["name"] in ("z2-ga1", "z3-p0-ga1")]
 res = run_ranks("dscourse.scripts.comm_volume",
                 ["--configs", json.dumps([{k: r[k] for k in ("name", "stage", "grad_accum", "zero", "shape")}
-                                          for r in again])], nproc=2, timeout=300, out_dir=work / "comm")
+                                          for r in again])], nproc=2, timeout=600, out_dir=work / "comm")
 rows = []
 for run, got in zip(again, res.ranks[0]["results"]):
     logged, model = comm.logger_totals(got["logged"]), comm.model_for_run(run, measured["shapes"])["logged_bytes"]
@@ -618,7 +618,7 @@ show(comm_explorer(preset="Llama-2-7B", world_size=64))
 # NBVAL_IGNORE_OUTPUT
 # (bandwidth depends on the machine and its load)
 bench = run_ranks("dscourse.scripts.allreduce_bench", ["--sizes", "1e3,1e4,1e5,1e6,1e7", "--iters", "8"], nproc=2,
-                  timeout=240, out_dir=work / "bench")
+                  timeout=600, out_dir=work / "bench")
 results = bench.ranks[0]["results"]
 rows = [[e["op"], comm.format_bytes(e["size_bytes"]), f"{e['seconds'] * 1e3:.3f}", f"{e['algbw'] / 1e9:.3f}",
          f"{e['busbw'] / 1e9:.3f}"] if "busbw" in e else [e["op"], comm.format_bytes(e["size_bytes"]), e["error"], "", ""]
