@@ -9,7 +9,8 @@ the script's module as ``__main__``. The launcher is unchanged and real (torchru
 accelerate launch), and so is everything the rank does; only the interpreter start is shared. Readers' runs,
 scripts and benchmarks never set the variable: their ranks start cold.
 
-A rank is served warm only when every environment variable that a module may read at import time (``HF_*``,
+A rank is served warm only when it runs in the server's network namespace (a simulated node's rank stays in its
+node's) and every environment variable that a module may read at import time (``HF_*``,
 ``TORCH*``, ``CUDA*``, ``OMP_*``, ``DS_*``, ``ACCELERATE_*`` and the like, less those a launcher sets for each
 rank, which are read at run time) has the value the server started with; otherwise, or when the server does not
 answer, the rank starts cold as usual. A served rank dies with its client (the process its launcher started):
@@ -84,7 +85,7 @@ def hand_off() -> None:
         conn = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         conn.settimeout(5)
         conn.connect(path)
-        request = json.dumps({**script, "env": dict(os.environ), "cwd": os.getcwd()}).encode()
+        request = json.dumps({**script, "env": dict(os.environ), "cwd": os.getcwd(), "netns": _netns()}).encode()
         socket.send_fds(conn, [len(request).to_bytes(8, "big") + request], [0, 1, 2])
         answer = _read_line(conn)
     except OSError:
@@ -101,6 +102,14 @@ def hand_off() -> None:
         signal.signal(-code, signal.SIG_DFL)
         os.kill(os.getpid(), -code)
     os._exit(code)
+
+
+def _netns() -> str | None:
+    """This process's network namespace: a rank of a simulated node (``ip netns exec``) must stay in its own."""
+    try:
+        return os.readlink("/proc/self/ns/net")
+    except OSError:
+        return None
 
 
 def _read_line(conn) -> str:
@@ -126,7 +135,7 @@ def serve(path: str) -> None:
         importlib.import_module(name)
 
     stage, builders = 0, _build_ops(0)  # meanwhile the server serves: a rank that needs an op waits on its lock
-    expected = import_time_environment(os.environ)
+    expected, own_netns = import_time_environment(os.environ), _netns()
     ledger = Path(f"{path}.jsonl")
     listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     tmp = f"{path}.{os.getpid()}"
@@ -156,8 +165,10 @@ def serve(path: str) -> None:
             conn.close()
             continue
         asked = import_time_environment(request["env"])
-        if asked != expected:
+        if asked != expected or request.get("netns") != own_netns:
             differ = sorted(k for k in asked.keys() | expected.keys() if asked.get(k) != expected.get(k))
+            if request.get("netns") != own_netns:
+                differ.append("the network namespace")
             print(f"cold: {request['module'] or request['argv'][0]}: {', '.join(differ)} differ", flush=True)
             conn.sendall(b"cold\n")
             conn.close()
