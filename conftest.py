@@ -42,13 +42,15 @@ def pytest_configure(config):
         folder = Path(os.environ["DSCOURSE_RUN_CACHE"])
         folder.mkdir(parents=True, exist_ok=True)
         os.environ["DSCOURSE_CPUINFO"] = str(save(folder / "cpuinfo.json"))
-        if not hasattr(config, "workerinput") and os.environ.get("DSCOURSE_WARM_RANKS") != "off":
+        from dscourse.warm import SOCKET_VARIABLE
+
+        if not hasattr(config, "workerinput") and os.environ.get(SOCKET_VARIABLE) != "off":
             # Warm interpreters for the session's ranks (dscourse.warm): torch, DeepSpeed and transformers imported
             # once instead of in every rank. DSCOURSE_WARM_RANKS=off starts every rank cold.
             from dscourse.launch import start_warm_ranks
 
             path, config._dscourse_warm = start_warm_ranks(folder)
-            os.environ["DSCOURSE_WARM_RANKS"] = str(path)
+            os.environ[SOCKET_VARIABLE] = str(path)
 
 
 def pytest_terminal_summary(terminalreporter):

@@ -38,7 +38,7 @@ _RUN_TIME = {"RANK", "LOCAL_RANK", "WORLD_SIZE", "LOCAL_WORLD_SIZE", "GROUP_RANK
              "CROSS_RANK", "CROSS_SIZE", "LOCAL_SIZE",
              # torchrun's, per launch: read when CUDA is first asked for, and when inductor first caches
              "PYTORCH_NVML_BASED_CUDA_CHECK", "TORCHINDUCTOR_CACHE_DIR",
-             "DSCOURSE_WARM_RANKS"}  # (SOCKET_VARIABLE: which server, not how to import)
+             SOCKET_VARIABLE}  # which server, not how to import
 _RUN_TIME_PREFIXES = ("TORCHELASTIC_",)
 _SCRIPTS = Path(__file__).resolve().parent / "scripts"
 _serving = False  # True in the server and in the ranks it forks: they never hand off again
@@ -256,9 +256,9 @@ def _become_the_rank(conn, request: dict, fds: list[int]) -> None:
             else:
                 runpy.run_path(request["argv"][0], run_name="__main__")
             code = 0
-        except SystemExit as e:
-            code = e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
-            if not isinstance(e.code, int | type(None)):
+        except SystemExit as e:  # as the interpreter itself turns sys.exit(x) into an exit status
+            code = 0 if e.code is None else e.code if isinstance(e.code, int) else 1
+            if code == 1 and not isinstance(e.code, int):
                 print(e.code, file=sys.stderr)
     except BaseException:
         traceback.print_exc()
