@@ -154,7 +154,9 @@ def _launch(module: str, args: list[str], nproc, launcher, timeout, env, out: Pa
     if launcher == "deepspeed" and "CUDA_VISIBLE_DEVICES" not in full_env:
         # On a CPU-only machine the deepspeed launcher needs to be told how many "devices" there are.
         full_env.setdefault("CUDA_VISIBLE_DEVICES", ",".join(str(i) for i in range(nproc)))
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    from .warm import launcher_command as warm_launcher  # in a test session: the launcher itself starts warm
+
+    proc = subprocess.Popen(warm_launcher(cmd), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                             env=full_env, start_new_session=True)
     try:
         log, _ = proc.communicate(timeout=timeout)
@@ -239,7 +241,9 @@ def run_nodes(commands: list[list[str]], out_dir: str | Path, world_size: int, t
     out.mkdir(parents=True, exist_ok=True)
     for old in out.glob("rank*.json"):
         old.unlink()
-    full = [[*(prefixes[i] if prefixes else []), *cmd] for i, cmd in enumerate(commands)]
+    from .warm import launcher_command as warm_launcher  # in a test session: the launchers start warm
+
+    full = [[*(prefixes[i] if prefixes else []), *warm_launcher(cmd)] for i, cmd in enumerate(commands)]
     logs = [tempfile.TemporaryFile(mode="w+", prefix="dscourse-node-") for _ in full]
     procs = []
     try:

@@ -74,28 +74,65 @@ def script_of(argv: list[str]) -> dict | None:
 
 def hand_off() -> None:
     """In a rank of a dscourse script, with a server named: let the server's fork be the rank, and exit as it exits.
-    Returns (the rank goes on cold) when there is no server, it does not answer, or the environment differs."""
+    Returns (the rank goes on cold) when there is no server or it does not answer."""
     path = os.environ.get(SOCKET_VARIABLE)
     if not path or _serving:
         return
     script = _script_of_this_process()
-    if script is None:
-        return
-    try:
-        conn = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        conn.settimeout(5)
-        conn.connect(path)
-        request = json.dumps({**script, "env": dict(os.environ), "cwd": os.getcwd(), "netns": _netns()}).encode()
-        socket.send_fds(conn, [len(request).to_bytes(8, "big") + request], [0, 1, 2])
-        answer = _read_line(conn)
-    except OSError:
-        return
+    if script is not None:
+        _served(path, {**script, "kind": "rank"})
+
+
+# The launchers a test session's launches start (dscourse.launch): each imports torch before it starts anything
+LAUNCHERS = ("torch.distributed.run", "deepspeed.launcher.runner", "deepspeed.launcher.launch",
+             "accelerate.commands.launch")
+
+
+def launcher_command(cmd: list[str]) -> list[str]:
+    """``cmd`` (``python -m <launcher> ...``) as started in a test session with a server named: through
+    ``python -m dscourse.warm --exec``, which hands the launcher to the server (it runs the same module with the same
+    arguments, in a fork of an interpreter that has imported torch) or, where none takes it, executes ``cmd`` as is."""
+    path = os.environ.get(SOCKET_VARIABLE)
+    if not path or len(cmd) < 3 or cmd[1] != "-m" or cmd[2] not in LAUNCHERS:
+        return cmd
+    return [cmd[0], "-m", "dscourse.warm", "--exec", *cmd[1:]]
+
+
+def _exec_launcher(argv: list[str]) -> None:
+    """``--exec -m MODULE ARGS``: the launcher served warm, or started here as usual."""
+    module, args = argv[1], argv[2:]
+    path = os.environ.get(SOCKET_VARIABLE)
+    if path:  # argv[0] becomes the module's file in the served process (runpy), as with -m
+        _served(path, {"module": module, "argv": [module, *args], "kind": "launcher"})
+    os.execv(sys.executable, [sys.executable, "-m", module, *args])
+
+
+def _served(path: str, script: dict) -> None:
+    """Ask the server at ``path`` (and the one it redirects to) to become this process; exit as it exits. Returns
+    when none takes it."""
+    request = json.dumps({**script, "env": dict(os.environ), "cwd": os.getcwd(),
+                          "namespaces": _namespaces()}).encode()
+    for _ in range(2):  # the server, and at most one server of another environment that it names
+        try:
+            conn = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            conn.settimeout(5)
+            conn.connect(path)
+            socket.send_fds(conn, [len(request).to_bytes(8, "big") + request], [0, 1, 2])
+            answer = _read_line(conn)
+        except OSError:
+            return
+        if not answer.startswith("redirect "):
+            break
+        conn.close()
+        path = answer.split(" ", 1)[1]
+        if not _wait_for(path, ZYGOTE_START_SECONDS):
+            return
     if answer != "forked":
         conn.close()
-        return  # "cold": the environment differs from the server's
+        return  # "cold"
     conn.settimeout(None)
     for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
-        signal.signal(sig, lambda *_: os._exit(1))  # closes the connection: the served rank kills itself
+        signal.signal(sig, lambda *_: os._exit(1))  # closes the connection: the served process kills itself
     status = _read_line(conn)
     code = int(status) if status.lstrip("-").isdigit() else 1
     if code < 0:  # it died of a signal: so does this process, for the launcher to see
@@ -104,12 +141,46 @@ def hand_off() -> None:
     os._exit(code)
 
 
-def _netns() -> str | None:
-    """This process's network namespace: a rank of a simulated node (``ip netns exec``) must stay in its own."""
-    try:
-        return os.readlink("/proc/self/ns/net")
-    except OSError:
-        return None
+def _wait_for(path: str, seconds: float) -> bool:
+    import time
+
+    deadline = time.monotonic() + seconds
+    while not os.path.exists(path):
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.1)
+    return True
+
+
+def _namespaces() -> dict:
+    """This process's network and mount namespaces: a rank of a simulated node (``ip netns exec``) runs in its
+    node's, and so does the fork that becomes it."""
+    found = {}
+    for kind in _NAMESPACES:
+        try:
+            found[kind] = os.readlink(f"/proc/self/ns/{kind}")
+        except OSError:
+            pass
+    return found
+
+
+_NAMESPACES = {"net": 0x40000000, "mnt": 0x00020000}  # CLONE_NEWNET, CLONE_NEWNS (setns(2))
+
+
+def _enter_namespaces(pid: int, kinds: list[str]) -> None:
+    """Move this (single-threaded, just forked) process into process ``pid``'s namespaces, as ``ip netns exec``
+    put that process there: the network first, then the mounts (which needs a single thread)."""
+    import ctypes
+
+    libc = ctypes.CDLL(None, use_errno=True)
+    for kind in kinds:
+        fd = os.open(f"/proc/{pid}/ns/{kind}", os.O_RDONLY)
+        try:
+            if libc.setns(fd, _NAMESPACES[kind]) != 0:
+                err = ctypes.get_errno()
+                raise OSError(err, f"setns into the {kind} namespace of process {pid}: {os.strerror(err)}")
+        finally:
+            os.close(fd)
 
 
 def _read_line(conn) -> str:
@@ -122,21 +193,35 @@ def _read_line(conn) -> str:
     return data.decode().strip()
 
 
-def serve(path: str) -> None:
-    """The server: import what every rank imports, then fork a rank for each client that connects."""
+def serve(path: str, ledger: str | None = None, main: bool = True) -> None:
+    """A server: import what every rank imports, then fork a rank (or launcher) for each client that connects.
+
+    The session's server (``main``) also has DeepSpeed's CPU ops built, and for a client whose import-time
+    environment differs from its own it starts another server with that environment (one per environment, next to
+    its socket) and redirects the client there: such a rank then also starts warm, and the environment it imports
+    under is its own."""
     global _serving
     _serving = True
+    import hashlib
     import importlib
+    import subprocess
+    import time
 
     # dscourse.scripts first: it answers DeepSpeed's CPU-feature query from the session's file (cpuinfo_once)
     for name in ("dscourse.scripts", "torch", "deepspeed", "deepspeed.runtime.engine", "deepspeed.runtime.zero.stage3",
                  "deepspeed.runtime.zero.stage_1_and_2", "transformers.models.gpt2.modeling_gpt2",
-                 "transformers.models.llama.modeling_llama", "dscourse.models"):
+                 "transformers.models.llama.modeling_llama", "dscourse.models", "torch.distributed.run",
+                 "deepspeed.launcher.runner", "deepspeed.launcher.launch", "accelerate.commands.launch", "psutil"):
         importlib.import_module(name)
 
-    stage, builders = 0, _build_ops(0)  # meanwhile the server serves: a rank that needs an op waits on its lock
-    expected, own_netns = import_time_environment(os.environ), _netns()
-    ledger = Path(f"{path}.jsonl")
+    # meanwhile the server serves: a rank that needs an op waits on its lock
+    if main:
+        clear_stale_build_locks()  # left by an earlier session stopped in the middle of a build
+    stage, builders = 0, (_build_ops(0) if main else [])
+    expected, own = import_time_environment(os.environ), _namespaces()
+    may_enter = os.geteuid() == 0  # setns(2) needs CAP_SYS_ADMIN; without it a rank in another namespace starts cold
+    ledger = Path(ledger or f"{path}.jsonl")
+    others: dict[str, str] = {}  # import-time environment -> the socket of the server started with it
     listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     tmp = f"{path}.{os.getpid()}"
     listener.bind(tmp)
@@ -144,7 +229,11 @@ def serve(path: str) -> None:
     os.rename(tmp, path)  # clients see the socket only once it listens
     open_conns: set = set()
     listener.settimeout(1.0)
+    swept = 0.0
     while True:
+        if main and time.monotonic() > swept + 5:
+            swept = time.monotonic()
+            clear_stale_build_locks()
         if builders and all(b.poll() is not None for b in builders):
             _load_ops(OP_STAGES[stage])  # built: every rank served from now on finds them loaded
             stage += 1
@@ -161,16 +250,31 @@ def serve(path: str) -> None:
             while len(body) < size:
                 body += conn.recv(size - len(body))
             request = json.loads(body)
+            client = _peer_pid(conn)
         except (OSError, ValueError):
             conn.close()
             continue
+        what = request["module"] or request["argv"][0]
         asked = import_time_environment(request["env"])
-        if asked != expected or request.get("netns") != own_netns:
-            differ = sorted(k for k in asked.keys() | expected.keys() if asked.get(k) != expected.get(k))
-            if request.get("netns") != own_netns:
-                differ.append("the network namespace")
-            print(f"cold: {request['module'] or request['argv'][0]}: {', '.join(differ)} differ", flush=True)
-            conn.sendall(b"cold\n")
+        enter = [k for k in _NAMESPACES if request.get("namespaces", {}).get(k) != own.get(k)]
+        answer = None
+        if asked != expected:
+            key = hashlib.sha256(json.dumps(sorted(asked.items())).encode()).hexdigest()[:12]
+            if main and (key in others or len(others) < MAX_OTHER_SERVERS):
+                if key not in others:
+                    others[key] = f"{path}.{key}"
+                    differ = sorted(k for k in asked.keys() | expected.keys() if asked.get(k) != expected.get(k))
+                    print(f"server for {', '.join(differ)} as {what} has them: {others[key]}", flush=True)
+                    subprocess.Popen([sys.executable, "-m", "dscourse.warm", others[key], "--ledger", str(ledger),
+                                      "--other"], env=request["env"], stdin=subprocess.DEVNULL)
+                answer = f"redirect {others[key]}"
+            else:
+                answer = "cold"
+        elif enter and not may_enter:
+            answer = "cold"
+        if answer is not None:
+            print(f"{answer.split()[0]}: {what}", flush=True)
+            conn.sendall(f"{answer}\n".encode())
             conn.close()
             for fd in fds:
                 os.close(fd)
@@ -182,12 +286,24 @@ def serve(path: str) -> None:
             listener.close()
             for other in open_conns:
                 other.close()
-            _become_the_rank(conn, request, fds)  # never returns
+            _become_the_rank(conn, request, fds, client, enter)  # never returns
         for fd in fds:
             os.close(fd)
         conn.sendall(b"forked\n")
         open_conns.add(conn)
-        threading.Thread(target=_report_exit, args=(pid, conn, open_conns, ledger), daemon=True).start()
+        threading.Thread(target=_report_exit, args=(pid, conn, open_conns, ledger, request.get("kind", "rank")),
+                         daemon=True).start()
+
+
+MAX_OTHER_SERVERS = 8  # distinct import-time environments in one session (the course's tests use about six)
+ZYGOTE_START_SECONDS = 120  # how long a redirected client waits for that server to listen before it starts cold
+
+
+def _peer_pid(conn) -> int:
+    import struct
+
+    creds = conn.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
+    return struct.unpack("3i", creds)[0]
 
 
 # DeepSpeed's CPU ops that the course's ranks load (shared-memory all-reduce at init, CPU Adam for offload, the CPU
@@ -198,6 +314,44 @@ def serve(path: str) -> None:
 # The shared-memory all-reduce first and alone: every rank loads it when its process group starts.
 OP_STAGES = (("ShareMemCommBuilder",), ("CPUAdamBuilder", "FusedAdamBuilder"))
 OPS = tuple(name for stage in OP_STAGES for name in stage)
+
+
+def clear_stale_build_locks() -> list[str]:
+    """Remove each build lock of torch's JIT extensions that no process holds; the ones removed.
+
+    torch's ``FileBaton`` creates ``<extensions>/<op>/lock`` and keeps it open until the build (or load) is done,
+    then deletes it; a process killed in between leaves the file, and every later load of that op waits for it to
+    go, forever. A lock that no live process has open is such a leftover."""
+    root = Path(os.environ.get("TORCH_EXTENSIONS_DIR") or Path.home() / ".cache" / "torch_extensions")
+    locks = {}
+    for lock in root.glob("*/*/lock") if root.is_dir() else ():
+        try:
+            st = lock.stat()
+            locks[(st.st_dev, st.st_ino)] = lock  # by inode: a lock made anew meanwhile is another file
+        except OSError:
+            pass
+    if not locks:
+        return []
+    held = set()
+    for fd_dir in Path("/proc").glob("[0-9]*/fd"):
+        try:
+            for fd in fd_dir.iterdir():
+                if os.readlink(fd).endswith("/lock"):
+                    st = os.stat(fd)
+                    held.add((st.st_dev, st.st_ino))
+        except OSError:  # gone meanwhile, or not ours to read
+            continue
+    stale = []
+    for key, lock in locks.items():
+        try:
+            st = lock.stat()
+            if key not in held and (st.st_dev, st.st_ino) == key:
+                lock.unlink()
+                stale.append(str(lock))
+                print(f"removed a build lock nobody held: {lock}", flush=True)
+        except OSError:
+            pass
+    return stale
 
 
 def _build_ops(stage: int = 0) -> list:
@@ -220,11 +374,12 @@ def _load_ops(names=OPS) -> None:
             print(f"could not load {name}: {type(e).__name__}: {e}", flush=True)
 
 
-def _report_exit(pid: int, conn, open_conns: set, ledger: Path) -> None:
+def _report_exit(pid: int, conn, open_conns: set, ledger: Path, kind: str) -> None:
     _, status, usage = os.wait4(pid, 0)
     code = -os.WTERMSIG(status) if os.WIFSIGNALED(status) else os.WEXITSTATUS(status)
     with open(ledger, "a", encoding="utf-8") as f:  # the served ranks' CPU, which no launcher's rusage counts
-        f.write(json.dumps({"pid": pid, "code": code, "cpu_seconds": round(usage.ru_utime + usage.ru_stime, 2)}) + "\n")
+        f.write(json.dumps({"pid": pid, "kind": kind, "code": code,
+                            "cpu_seconds": round(usage.ru_utime + usage.ru_stime, 2)}) + "\n")
     try:
         conn.sendall(f"{code}\n".encode())
     except OSError:
@@ -233,12 +388,14 @@ def _report_exit(pid: int, conn, open_conns: set, ledger: Path) -> None:
     conn.close()
 
 
-def _become_the_rank(conn, request: dict, fds: list[int]) -> None:
+def _become_the_rank(conn, request: dict, fds: list[int], client: int, enter: list[str]) -> None:
     import runpy
     import traceback
 
     code = 1
     try:
+        if enter:  # first, while this process has one thread
+            _enter_namespaces(client, enter)
         for target, fd in enumerate(fds):
             os.dup2(fd, target)
             os.close(fd)
@@ -252,6 +409,7 @@ def _become_the_rank(conn, request: dict, fds: list[int]) -> None:
         sys.path[0] = request["cwd"] if request["module"] else str(Path(request["argv"][0]).resolve().parent)
         try:
             if request["module"]:
+                sys.modules.pop(request["module"], None)  # imported by the server: run afresh, as -m would
                 runpy.run_module(request["module"], run_name="__main__", alter_sys=True)
             else:
                 runpy.run_path(request["argv"][0], run_name="__main__")
@@ -271,11 +429,20 @@ def _become_the_rank(conn, request: dict, fds: list[int]) -> None:
 
 
 def _die_with_the_client(conn) -> None:
-    """The client is the process the launcher started and will kill: when it is gone, so is this rank."""
+    """The client is the process the launch started and will kill: when it is gone, so is this process, and what it
+    started (a served launcher's ranks: torchrun starts each in a session of its own, as dscourse.launch.kill_tree
+    knows)."""
     try:
         while conn.recv(64):
             pass
     except OSError:
+        pass
+    import psutil
+
+    try:
+        for child in psutil.Process().children(recursive=True):
+            child.kill()
+    except psutil.Error:
         pass
     os.kill(os.getpid(), signal.SIGKILL)
 
@@ -304,9 +471,11 @@ def start_server(folder: Path, env: dict | None = None):
 
 
 if __name__ == "__main__":
-    if sys.argv[1] == "--load-op":
+    if sys.argv[1] == "--exec":
+        _exec_launcher(sys.argv[2:])
+    elif sys.argv[1] == "--load-op":
         import dscourse.scripts  # noqa: F401  (DeepSpeed's CPU-feature query answered from the session's file)
 
         _load_ops([sys.argv[2]])
     else:
-        serve(sys.argv[1])
+        serve(sys.argv[1], ledger=sys.argv[3] if "--ledger" in sys.argv else None, main="--other" not in sys.argv)

@@ -1,5 +1,5 @@
-"""Warm interpreters for a test session's ranks (dscourse.warm): the same results as a cold start, cold wherever the
-environment differs at import time, and no served rank outliving its launch."""
+"""Warm interpreters for a test session's ranks and launchers (dscourse.warm): the same results as a cold start, a
+server of its own for another import-time environment, and no served process outliving its launch."""
 
 import json
 import os
@@ -59,7 +59,7 @@ def test_a_warm_rank_computes_what_a_cold_one_does(server, tmp_path, monkeypatch
     args = ["--shape", "gpt2-tiny", "--stage", "3", "--steps", "2"]
     warm_run = run_ranks("dscourse.scripts.zero_memory", args, nproc=2, timeout=600, out_dir=tmp_path / "w",
                          reuse=False)
-    assert warm.served()[0] == 2
+    assert warm.served()[0] == 3  # torchrun and two ranks
     monkeypatch.setenv(warm.SOCKET_VARIABLE, "off")  # no such socket: cold
     cold_run = run_ranks("dscourse.scripts.zero_memory", args, nproc=2, timeout=600, out_dir=tmp_path / "c",
                          reuse=False)
@@ -68,11 +68,38 @@ def test_a_warm_rank_computes_what_a_cold_one_does(server, tmp_path, monkeypatch
 
 
 @pytest.mark.engine
-def test_another_import_time_environment_starts_cold(server, tmp_path):
+def test_another_import_time_environment_is_served_by_a_server_started_with_it(server, tmp_path):
+    import psutil
+
+    hf = str(tmp_path / "hf")
     run_ranks("dscourse.scripts.allreduce_bench", ["--sizes", "1e3", "--iters", "1"], nproc=2, timeout=600,
-              env={"HF_HOME": str(tmp_path / "hf")}, out_dir=tmp_path / "o", reuse=False)
-    assert warm.served() is None  # nothing served: both ranks started cold
-    assert "HF_HOME differ" in (tmp_path / "warm-ranks.log").read_text()
+              env={"HF_HOME": hf}, out_dir=tmp_path / "o", reuse=False)
+    log = (tmp_path / "warm-ranks.log").read_text()
+    assert "server for HF_HOME" in log, log
+    others = [p for p in psutil.Process(server.pid).children() if "--other" in p.cmdline()]
+    assert len(others) == 1 and others[0].environ()["HF_HOME"] == hf  # the ranks imported under their own HF_HOME
+    kinds = sorted(json.loads(line)["kind"] for line in open(f"{os.environ[warm.SOCKET_VARIABLE]}.jsonl"))
+    assert kinds == ["launcher", "rank", "rank"]  # torchrun itself and both ranks, all served warm
+
+
+def test_only_the_course_launchers_are_started_through_the_server(monkeypatch):
+    monkeypatch.setenv(warm.SOCKET_VARIABLE, "/nonexistent.sock")
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "-m", "dscourse.scripts.zero_memory"]
+    assert warm.launcher_command(cmd) == [sys.executable, "-m", "dscourse.warm", "--exec", *cmd[1:]]
+    assert warm.launcher_command([sys.executable, "-m", "pytest"]) == [sys.executable, "-m", "pytest"]
+    monkeypatch.delenv(warm.SOCKET_VARIABLE)
+    assert warm.launcher_command(cmd) == cmd  # a reader's launch is the command as written
+
+
+@pytest.mark.engine
+def test_a_launcher_nobody_serves_runs_as_itself(tmp_path, monkeypatch):
+    """No server at the named socket: ``--exec`` becomes the launcher itself (here its --help)."""
+    import subprocess
+
+    monkeypatch.setenv(warm.SOCKET_VARIABLE, str(tmp_path / "none.sock"))
+    done = subprocess.run(warm.launcher_command([sys.executable, "-m", "torch.distributed.run", "--help"]),
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0 and "--nproc_per_node" in done.stdout
 
 
 @pytest.mark.engine
@@ -82,11 +109,31 @@ def test_a_killed_launch_leaves_no_served_rank_behind(server, tmp_path):
     with pytest.raises(LaunchError, match="did not finish in 20 s"):
         run_ranks("dscourse.scripts.zero_memory", ["--shape", "gpt2-small-cpu", "--steps", "100000"], nproc=2,
                   timeout=20, out_dir=tmp_path / "o", reuse=False)
-    def ranks():  # the server's children less the op builders it may still be running
-        return [p for p in psutil.Process(server.pid).children() if "--load-op" not in p.cmdline()]
+    def ranks():  # what the server serves (the launcher and its ranks), less its op builders
+        return [p for p in psutil.Process(server.pid).children()
+                if "--load-op" not in p.cmdline() and "--other" not in p.cmdline()]
 
     deadline = time.monotonic() + 20
     while ranks() and time.monotonic() < deadline:
         time.sleep(0.2)
     assert ranks() == []
-    assert warm.served()[0] == 2 and sys.platform.startswith("linux")
+    assert warm.served()[0] == 3 and sys.platform.startswith("linux")  # the launcher and two ranks
+
+
+def test_a_build_lock_nobody_holds_is_removed_and_a_held_one_is_kept(tmp_path, monkeypatch):
+    import subprocess
+
+    monkeypatch.setenv("TORCH_EXTENSIONS_DIR", str(tmp_path))
+    left, held = tmp_path / "py311_cpu" / "cpu_adam" / "lock", tmp_path / "py311_cpu" / "fused_adam" / "lock"
+    left.parent.mkdir(parents=True)
+    held.parent.mkdir(parents=True)
+    left.write_text("")  # what a build killed half-way leaves
+    holder = subprocess.Popen([sys.executable, "-c", f"import os, sys, time; os.open({str(held)!r}, os.O_CREAT | "
+                               "os.O_EXCL); print('held', flush=True); time.sleep(60)"], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"  # as torch's FileBaton holds it while it builds
+        assert warm.clear_stale_build_locks() == [str(left)]
+        assert not left.exists() and held.exists()
+    finally:
+        holder.kill()
+        holder.wait()
