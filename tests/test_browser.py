@@ -6,8 +6,9 @@ every request to another host blocked and recorded. For each page: no failed req
 server, no JavaScript error or console error; math typeset, widgets rendered from their saved state, plotly
 figures drawn. The figures with sliders must respond to a slider change without a kernel; the Colab badge and
 launch button of each notebook page must point at that notebook on the configured repository and branch;
-each section page and its notebook link to each other; search finds Chinese words. A full-page screenshot of
-every page is kept in ``_build/screenshots/``.
+each section page and its notebook link to each other; search finds Chinese words. With
+``DSCOURSE_SCREENSHOTS=1`` a full-page screenshot of every page, at both widths, is kept in ``_build/screenshots/``
+(for a person to look at; no test reads them, and on 2 cores they cost about a minute of CPU).
 
 Needs ``chromium`` (Debian's package; ``.ci/run`` installs it) and the ``playwright`` Python package (pinned in
 requirements.txt), which drives that browser: Playwright's own browser download is never used. Without Chromium the
@@ -37,6 +38,7 @@ pytestmark = pytest.mark.engine  # builds the book and drives a browser: not in 
 
 ROOT = Path(__file__).resolve().parents[1]
 SCREENSHOTS = ROOT / "_build" / "screenshots"
+KEEP_SCREENSHOTS = os.environ.get("DSCOURSE_SCREENSHOTS") == "1"
 CHROMIUM = os.environ.get("DSCOURSE_CHROMIUM") or shutil.which("chromium") or "/usr/bin/chromium"
 TIMEOUT_MS = 90_000  # generous: a slow 2-core machine parses plotly.js, MathJax and the widget manager per page
 
@@ -191,12 +193,18 @@ def _name(page: str) -> str:
     return page.replace("/", "__")
 
 
+def _screenshot(target, name: str, **options) -> None:
+    """A screenshot of a page or an element into ``_build/screenshots/NAME.png``, where they are asked for."""
+    if KEEP_SCREENSHOTS:
+        SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+        target.screenshot(path=str(SCREENSHOTS / f"{name}.png"), **options)
+
+
 @pytest.mark.parametrize("page", PAGES)
 def test_page_loads_offline(visit_of, page):
     """Every page: no failed request, nothing requested off the local server, no JavaScript error; screenshot."""
     visit = visit_of(page)
-    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
-    visit.page.screenshot(path=str(SCREENSHOTS / f"{_name(page)}.png"), full_page=True)
+    _screenshot(visit.page, _name(page), full_page=True)
     assert visit.requests, "no request recorded"
     assert not visit.problems(), "\n".join(visit.problems())
     assert visit.page.evaluate("document.documentElement.lang") == "zh-CN"
@@ -221,8 +229,7 @@ def test_no_horizontal_overflow(visit_of, page, width):
         return {scroll: document.documentElement.scrollWidth, width: W, wide: wide.slice(0, 5), crushed};
     }""")
     if width < 600:
-        SCREENSHOTS.mkdir(parents=True, exist_ok=True)
-        visit.page.screenshot(path=str(SCREENSHOTS / f"{_name(page)}__{width}px.png"), full_page=True)
+        _screenshot(visit.page, f"{_name(page)}__{width}px", full_page=True)
     assert got["scroll"] <= got["width"] + 1, f"{page} at {width} px is {got['scroll']} px wide: {got['wide']}"
     assert not got["crushed"], f"{page} at {width} px: plot area under 40% of the figure's width: {got['crushed']}"
 
@@ -308,31 +315,29 @@ EXPECTED_INTERACTIVE = {"notebooks/01_memory_accounting": 2, "notebooks/04_mixed
 
 
 @pytest.mark.parametrize("page", sorted(EXPECTED_INTERACTIVE))
-def test_figures_respond_without_kernel(browser, server, page):
-    """Move each slider and pick another dropdown entry: the figure changes, with no kernel behind the page."""
-    visit = Visit(browser, server + page + ".html")
-    try:
-        figures = _interactive_figures(visit.page)
-        assert len(figures) >= EXPECTED_INTERACTIVE[page], f"interactive figures on {page}: {figures}"
-        for fid in figures:
-            visit.page.locator(f"#{fid}").scroll_into_view_if_needed()
-            sliders = visit.page.evaluate(f"(document.getElementById('{fid}').layout.sliders || []).length")
-            if sliders:
-                before = _snapshot(visit.page, fid)
-                active = visit.page.evaluate(f"document.getElementById('{fid}').layout.sliders[0].active || 0")
-                n = visit.page.evaluate(f"document.getElementById('{fid}').layout.sliders[0].steps.length")
-                target = 0 if active == n - 1 else n - 1
-                _drive_slider(visit.page, fid, target)
-                assert _changed(visit.page, fid, before), f"{fid}: slider moved but the figure did not change"
-            menus = visit.page.evaluate(f"(document.getElementById('{fid}').layout.updatemenus || []).length")
-            if menus:
-                before = _snapshot(visit.page, fid)
-                _pick_dropdown_entry(visit.page, fid)
-                assert _changed(visit.page, fid, before), f"{fid}: dropdown changed but the figure did not"
-        visit.page.locator(f"#{figures[0]}").screenshot(path=str(SCREENSHOTS / f"{_name(page)}__after-slider.png"))
-        assert not visit.problems(), "\n".join(visit.problems())
-    finally:
-        visit.close()
+def test_figures_respond_without_kernel(visit_of, page):
+    """Move each slider and pick another dropdown entry: the figure changes, with no kernel behind the page (the page
+    the read-only tests opened, which run before this one: a moved slider changes nothing they look at)."""
+    visit = visit_of(page)
+    figures = _interactive_figures(visit.page)
+    assert len(figures) >= EXPECTED_INTERACTIVE[page], f"interactive figures on {page}: {figures}"
+    for fid in figures:
+        visit.page.locator(f"#{fid}").scroll_into_view_if_needed()
+        sliders = visit.page.evaluate(f"(document.getElementById('{fid}').layout.sliders || []).length")
+        if sliders:
+            before = _snapshot(visit.page, fid)
+            active = visit.page.evaluate(f"document.getElementById('{fid}').layout.sliders[0].active || 0")
+            n = visit.page.evaluate(f"document.getElementById('{fid}').layout.sliders[0].steps.length")
+            target = 0 if active == n - 1 else n - 1
+            _drive_slider(visit.page, fid, target)
+            assert _changed(visit.page, fid, before), f"{fid}: slider moved but the figure did not change"
+        menus = visit.page.evaluate(f"(document.getElementById('{fid}').layout.updatemenus || []).length")
+        if menus:
+            before = _snapshot(visit.page, fid)
+            _pick_dropdown_entry(visit.page, fid)
+            assert _changed(visit.page, fid, before), f"{fid}: dropdown changed but the figure did not"
+    _screenshot(visit.page.locator(f"#{figures[0]}"), f"{_name(page)}__after-slider")
+    assert not visit.problems(), "\n".join(visit.problems())
 
 
 @pytest.mark.parametrize("page,parent", NOTEBOOK_PAGES)
@@ -363,8 +368,7 @@ def test_chinese_search(browser, server, word):
     visit = Visit(browser, server + f"search.html?q={word}")
     try:
         visit.page.wait_for_function("document.querySelectorAll('#search-results li').length > 0")
-        SCREENSHOTS.mkdir(parents=True, exist_ok=True)
-        visit.page.screenshot(path=str(SCREENSHOTS / f"search__{word}.png"))
+        _screenshot(visit.page, f"search__{word}")
         assert not visit.problems(), "\n".join(visit.problems())
     finally:
         visit.close()
