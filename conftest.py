@@ -23,9 +23,10 @@ import pytest
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # no downloads at run time (COURSE_DESIGN.md)
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-# DeepSpeed's CPU ops compile on first use; without debug information they compile in about half the time
-# (tools/cxx_without_debug_info says why). A compiler the caller chose (CXX) is left alone.
-os.environ.setdefault("CXX", str(Path(__file__).resolve().parent / "tools" / "cxx_without_debug_info"))
+# DeepSpeed's CPU ops compile on first use; without debug information, and with the object that CPU Adam and fused
+# Adam share compiled once, in about half the CPU (tools/op_build_cxx says why). A compiler the caller chose (CXX)
+# is left alone.
+os.environ.setdefault("CXX", str(Path(__file__).resolve().parent / "tools" / "op_build_cxx"))
 
 _ENGINE_MODULE = re.compile(r"^pytestmark\s*=.*\bpytest\.mark\.engine\b", re.M)
 
@@ -55,15 +56,19 @@ def pytest_configure(config):
 
 def pytest_terminal_summary(terminalreporter):
     from dscourse.runcache import summary
-    from dscourse.warm import served
+    from dscourse.warm import served, started_cold
 
     line = summary()
     if line:
         terminalreporter.write_line(line)
     warm = served()
     if warm:
-        terminalreporter.write_line(f"ranks started warm: {warm[0]} ({warm[1]:.0f} CPU-s, not in the launches' "
-                                    "CPU-s above, which count each launcher and the ranks that started cold)")
+        terminalreporter.write_line(f"ranks and launchers started warm: {warm[0]} ({warm[1]:.0f} CPU-s, not in the "
+                                    "launches' CPU-s above, which count what started cold)")
+    cold = started_cold()
+    if cold:
+        whys = sorted({c["why"] for c in cold})
+        terminalreporter.write_line(f"started cold although a server was asked: {len(cold)} ({'; '.join(whys)[:300]})")
 
 
 def pytest_unconfigure(config):

@@ -29,9 +29,11 @@ from pathlib import Path
 
 SOCKET_VARIABLE = "DSCOURSE_WARM_RANKS"
 # Read at import time by torch, DeepSpeed, transformers, huggingface_hub, accelerate or the OpenMP runtime
+# (not ACCELERATE_*: accelerate launch sets them for its ranks, and accelerate 1.15 reads them when an Accelerator or
+# its state is made, not when it is imported; USE_TORCH_XLA is the one it reads at import)
 _IMPORT_TIME_PREFIXES = ("HF_", "HUGGINGFACE", "TRANSFORMERS", "TORCH", "PYTORCH", "DS_", "DEEPSPEED", "CUDA",
-                         "NVIDIA", "OMP_", "MKL", "KMP_", "GOMP", "NCCL", "ACCELERATE", "PYTHON", "LD_", "TOKENIZERS",
-                         "DSCOURSE", "XDG_", "HOME", "TMPDIR", "PATH")
+                         "NVIDIA", "OMP_", "MKL", "KMP_", "GOMP", "NCCL", "USE_TORCH_XLA", "PYTHON", "LD_",
+                         "TOKENIZERS", "DSCOURSE", "XDG_", "HOME", "TMPDIR", "PATH")
 # What launchers set per rank or per launch, read at run time (torch.distributed, torchelastic, the deepspeed launcher)
 _RUN_TIME = {"RANK", "LOCAL_RANK", "WORLD_SIZE", "LOCAL_WORLD_SIZE", "GROUP_RANK", "GROUP_WORLD_SIZE", "ROLE_RANK",
              "ROLE_NAME", "ROLE_WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT", "TORCH_NCCL_ASYNC_ERROR_HANDLING",
@@ -115,21 +117,24 @@ def _served(path: str, script: dict) -> None:
     for _ in range(2):  # the server, and at most one server of another environment that it names
         try:
             conn = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-            conn.settimeout(5)
+            conn.settimeout(ANSWER_SECONDS)
             conn.connect(path)
             socket.send_fds(conn, [len(request).to_bytes(8, "big") + request], [0, 1, 2])
             answer = _read_line(conn)
-        except OSError:
+        except OSError as e:
+            _started_cold(path, script, f"no answer from the server: {type(e).__name__}: {e}")
             return
         if not answer.startswith("redirect "):
             break
         conn.close()
         path = answer.split(" ", 1)[1]
         if not _wait_for(path, ZYGOTE_START_SECONDS):
+            _started_cold(path, script, f"the server of its environment did not start in {ZYGOTE_START_SECONDS} s")
             return
     if answer != "forked":
         conn.close()
-        return  # "cold"
+        _started_cold(path, script, f"the server answered {answer!r}")
+        return
     conn.settimeout(None)
     for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
         signal.signal(sig, lambda *_: os._exit(1))  # closes the connection: the served process kills itself
@@ -139,6 +144,15 @@ def _served(path: str, script: dict) -> None:
         signal.signal(-code, signal.SIG_DFL)
         os.kill(os.getpid(), -code)
     os._exit(code)
+
+
+def _started_cold(path: str, script: dict, why: str) -> None:
+    """Say in the session's list of cold starts (next to the socket) which process started cold and why."""
+    try:
+        with open(f"{path.split('.sock')[0]}.sock.cold", "a", encoding="utf-8") as f:
+            f.write(json.dumps({"module": script.get("module") or script["argv"][0], "why": why}) + "\n")
+    except OSError:
+        pass
 
 
 def _wait_for(path: str, seconds: float) -> bool:
@@ -297,6 +311,9 @@ def serve(path: str, ledger: str | None = None, main: bool = True) -> None:
 
 MAX_OTHER_SERVERS = 8  # distinct import-time environments in one session (the course's tests use about six)
 ZYGOTE_START_SECONDS = 120  # how long a redirected client waits for that server to listen before it starts cold
+# How long a client waits for the server's answer: on a busy machine the server may be loading a freshly built op, and
+# a cold start (some 6 CPU-seconds of imports) is worse than a wait of a few seconds
+ANSWER_SECONDS = 60
 
 
 def _peer_pid(conn) -> int:
@@ -448,13 +465,22 @@ def _die_with_the_client(conn) -> None:
 
 
 def served() -> tuple[int, float] | None:
-    """(ranks served, their CPU seconds) of this session's server, or None without one."""
+    """(processes served, their CPU seconds) of this session's server, or None without one."""
     path = os.environ.get(SOCKET_VARIABLE)
     ledger = Path(f"{path}.jsonl") if path else None
     if ledger is None or not ledger.exists():
         return None
     rows = [json.loads(line) for line in ledger.read_text(encoding="utf-8").splitlines() if line.strip()]
     return len(rows), sum(r["cpu_seconds"] for r in rows)
+
+
+def started_cold() -> list[dict]:
+    """The processes of this session that asked the server and started cold, each with why."""
+    path = os.environ.get(SOCKET_VARIABLE)
+    cold = Path(f"{path}.cold") if path else None
+    if cold is None or not cold.exists():
+        return []
+    return [json.loads(line) for line in cold.read_text(encoding="utf-8").splitlines() if line.strip()]
 
 
 def start_server(folder: Path, env: dict | None = None):

@@ -127,14 +127,43 @@ def test_every_notebook_is_built_from_its_source():
 
 
 def test_op_build_compiler_leaves_out_only_debug_information():
-    """conftest.py gives DeepSpeed's JIT op builds tools/cxx_without_debug_info: every argument but -g reaches
-    the real compiler, in order (here `echo` stands in for it)."""
-    wrapper = Path(__file__).resolve().parents[1] / "tools" / "cxx_without_debug_info"
+    """conftest.py gives DeepSpeed's JIT op builds tools/op_build_cxx: every argument but -g reaches the real
+    compiler, in order (here `echo` stands in for it)."""
     args = ["-O3", "-g", "-march=native", "-DNAME=a b", "-c", "x.cpp", "-g"]
-    out = subprocess.run([str(wrapper), *args], env={**os.environ, "DSCOURSE_REAL_CXX": "echo"},
+    out = subprocess.run([str(OP_BUILD_CXX), *args], env={**os.environ, "DSCOURSE_REAL_CXX": "echo"},
                          capture_output=True, text=True, timeout=30)
     assert out.returncode == 0, out.stderr
     assert out.stdout == "-O3 -march=native -DNAME=a b -c x.cpp\n"
+
+
+OP_BUILD_CXX = Path(__file__).resolve().parents[1] / "tools" / "op_build_cxx"
+
+
+@pytest.mark.skipif(shutil.which("c++") is None, reason="no C++ compiler")
+def test_op_build_compiler_compiles_an_identical_object_once(tmp_path):
+    """Two ops compiling the same file with flags that differ only in a macro the file never reads (CPU Adam and
+    fused Adam's cpu_adam_impl.cpp) compile it once; the second gets the same object and a dependency file naming
+    its own target. A macro the file does read gives another object."""
+    src = tmp_path / "impl.cpp"
+    src.write_text('#include "impl.h"\nint twice(int x) { return SCALE * x; }\n')
+    (tmp_path / "impl.h").write_text("#ifndef SCALE\n#define SCALE 2\n#endif\n")
+    env = {**os.environ, "TORCH_EXTENSIONS_DIR": str(tmp_path / "ext")}
+
+    def build(name: str, *defines: str):
+        folder = tmp_path / name
+        folder.mkdir()
+        done = subprocess.run([str(OP_BUILD_CXX), "-MMD", "-MF", "impl.o.d", f"-DTORCH_EXTENSION_NAME={name}",
+                               *defines, "-O2", "-g", "-c", str(src), "-o", "impl.o"], cwd=folder, env=env,
+                              capture_output=True, text=True, timeout=120)
+        assert done.returncode == 0, done.stderr
+        return (folder / "impl.o").read_bytes(), (folder / "impl.o.d").read_text()
+
+    first, first_dep = build("cpu_adam")
+    second, second_dep = build("fused_adam")
+    assert first == second and first_dep == second_dep and first_dep.startswith("impl.o:") and "impl.h" in first_dep
+    assert len(list((tmp_path / "ext" / ".objects").glob("*.o"))) == 1  # compiled once
+    third, _ = build("scaled", "-DSCALE=3")
+    assert third != first and len(list((tmp_path / "ext" / ".objects").glob("*.o"))) == 2
 
 
 SECTION_PAGES = sorted((ROOT / "book").glob("4_*.md"))

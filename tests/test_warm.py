@@ -109,15 +109,23 @@ def test_a_killed_launch_leaves_no_served_rank_behind(server, tmp_path):
     with pytest.raises(LaunchError, match="did not finish in 20 s"):
         run_ranks("dscourse.scripts.zero_memory", ["--shape", "gpt2-small-cpu", "--steps", "100000"], nproc=2,
                   timeout=20, out_dir=tmp_path / "o", reuse=False)
-    def ranks():  # what the server serves (the launcher and its ranks), less its op builders
-        return [p for p in psutil.Process(server.pid).children()
-                if "--load-op" not in p.cmdline() and "--other" not in p.cmdline()]
+    def ranks():  # what the server serves (the launcher and its ranks), less its op builders; a zombie is dead
+        alive = []
+        for p in psutil.Process(server.pid).children():
+            try:
+                if "--load-op" not in p.cmdline() and "--other" not in p.cmdline():
+                    alive.append(p)
+            except (psutil.ZombieProcess, psutil.NoSuchProcess):
+                pass
+        return alive
 
     deadline = time.monotonic() + 20
     while ranks() and time.monotonic() < deadline:
         time.sleep(0.2)
     assert ranks() == []
-    assert warm.served()[0] == 3 and sys.platform.startswith("linux")  # the launcher and two ranks
+    # the launcher was served (its ranks too, unless the kill came before the server got to them), and is gone
+    kinds = [json.loads(line)["kind"] for line in open(f"{os.environ[warm.SOCKET_VARIABLE]}.jsonl")]
+    assert "launcher" in kinds and sys.platform.startswith("linux")
 
 
 def test_a_build_lock_nobody_holds_is_removed_and_a_held_one_is_kept(tmp_path, monkeypatch):
