@@ -1,20 +1,22 @@
-"""Warm interpreters for a test session's ranks: torch, DeepSpeed and transformers imported once, not in every rank.
+"""Warm interpreters for a test session's launchers and ranks: torch, DeepSpeed and transformers imported once.
 
 A rank of the course's scripts spends about 5 CPU-seconds importing torch, DeepSpeed and transformers before it
-does anything, and a test session starts some 130 of them on two cores. Where ``DSCOURSE_WARM_RANKS`` names a
-socket (the test session's ``conftest.py`` starts the server and sets it; notebooks run by nbval inherit it), a
-rank of a ``dscourse.scripts`` module hands itself to a server process that has made those imports once: the
-server forks, and the child becomes the rank (its argv, environment, working folder, stdin/stdout/stderr) and runs
-the script's module as ``__main__``. The launcher is unchanged and real (torchrun, the deepspeed launcher,
-accelerate launch), and so is everything the rank does; only the interpreter start is shared. Readers' runs,
-scripts and benchmarks never set the variable: their ranks start cold.
+does anything, a launcher (torchrun, the deepspeed launcher, accelerate launch) about 2 importing torch, and a test
+session starts some 200 of them on two cores. Where ``DSCOURSE_WARM_RANKS`` names a socket (the test session's
+``conftest.py`` starts the server and sets it; notebooks run by nbval inherit it), a rank of a ``dscourse.scripts``
+module, and a launcher that ``dscourse.launch`` starts (through ``python -m dscourse.warm --exec``), hands itself to
+a server process that has made those imports once: the server forks, and the child becomes that process (its argv,
+environment, working folder, stdin/stdout/stderr) and runs the module as ``__main__``. The launchers are real and
+unchanged, and so is everything the ranks do; only the interpreter start is shared. Readers' runs, scripts and
+benchmarks never set the variable: their processes start cold.
 
-A rank is served warm only when it runs in the server's network namespace (a simulated node's rank stays in its
-node's) and every environment variable that a module may read at import time (``HF_*``,
-``TORCH*``, ``CUDA*``, ``OMP_*``, ``DS_*``, ``ACCELERATE_*`` and the like, less those a launcher sets for each
-rank, which are read at run time) has the value the server started with; otherwise, or when the server does not
-answer, the rank starts cold as usual. A served rank dies with its client (the process its launcher started):
-killing a launch's process tree kills its ranks.
+Every environment variable that a module may read at import time (``HF_*``, ``TORCH*``, ``CUDA*``, ``OMP_*``,
+``DS_*`` and the like, less those a launcher sets for each rank, which are read at run time) is the one the process
+imported under: a process whose values differ from the server's is redirected to a server started with its own
+environment (one per environment). A rank of a simulated node (``ip netns exec``) is forked into that node's network
+and mount namespaces. Where the server cannot be reached, or cannot enter a namespace (it is not root), the process
+starts cold as usual, and the session's summary says so. A served process dies with its client (the process its
+launcher started), and so does what it started: killing a launch's process tree kills its launcher and its ranks.
 """
 
 from __future__ import annotations
@@ -40,6 +42,7 @@ _RUN_TIME = {"RANK", "LOCAL_RANK", "WORLD_SIZE", "LOCAL_WORLD_SIZE", "GROUP_RANK
              "CROSS_RANK", "CROSS_SIZE", "LOCAL_SIZE",
              # torchrun's, per launch: read when CUDA is first asked for, and when inductor first caches
              "PYTORCH_NVML_BASED_CUDA_CHECK", "TORCHINDUCTOR_CACHE_DIR",
+             "DSCOURSE_RUN_CACHE",  # read by dscourse.runcache when a launch is made
              SOCKET_VARIABLE}  # which server, not how to import
 _RUN_TIME_PREFIXES = ("TORCHELASTIC_",)
 _SCRIPTS = Path(__file__).resolve().parent / "scripts"
@@ -309,7 +312,9 @@ def serve(path: str, ledger: str | None = None, main: bool = True) -> None:
                          daemon=True).start()
 
 
-MAX_OTHER_SERVERS = 8  # distinct import-time environments in one session (the course's tests use about six)
+# Distinct import-time environments served in one session (the course's tests and notebooks have about a dozen):
+# a server costs about what two cold processes do, and most environments start a launcher and two ranks
+MAX_OTHER_SERVERS = 16
 ZYGOTE_START_SECONDS = 120  # how long a redirected client waits for that server to listen before it starts cold
 # How long a client waits for the server's answer: on a busy machine the server may be loading a freshly built op, and
 # a cold start (some 6 CPU-seconds of imports) is worse than a wait of a few seconds
