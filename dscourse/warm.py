@@ -77,10 +77,16 @@ def script_of(argv: list[str]) -> dict | None:
     return None
 
 
+def _socket() -> str | None:
+    """The session server's socket, or None where none is named (unset, or ``off``: every process starts cold)."""
+    path = os.environ.get(SOCKET_VARIABLE)
+    return None if not path or path == "off" else path
+
+
 def hand_off() -> None:
     """In a rank of a dscourse script, with a server named: let the server's fork be the rank, and exit as it exits.
     Returns (the rank goes on cold) when there is no server or it does not answer."""
-    path = os.environ.get(SOCKET_VARIABLE)
+    path = _socket()
     if not path or _serving:
         return
     script = _script_of_this_process()
@@ -97,8 +103,7 @@ def launcher_command(cmd: list[str]) -> list[str]:
     """``cmd`` (``python -m <launcher> ...``) as started in a test session with a server named: through
     ``python -m dscourse.warm --exec``, which hands the launcher to the server (it runs the same module with the same
     arguments, in a fork of an interpreter that has imported torch) or, where none takes it, executes ``cmd`` as is."""
-    path = os.environ.get(SOCKET_VARIABLE)
-    if not path or len(cmd) < 3 or cmd[1] != "-m" or cmd[2] not in LAUNCHERS:
+    if not _socket() or len(cmd) < 3 or cmd[1] != "-m" or cmd[2] not in LAUNCHERS:
         return cmd
     return [cmd[0], "-m", "dscourse.warm", "--exec", *cmd[1:]]
 
@@ -106,7 +111,7 @@ def launcher_command(cmd: list[str]) -> list[str]:
 def _exec_launcher(argv: list[str]) -> None:
     """``--exec -m MODULE ARGS``: the launcher served warm, or started here as usual."""
     module, args = argv[1], argv[2:]
-    path = os.environ.get(SOCKET_VARIABLE)
+    path = _socket()
     if path:  # argv[0] becomes the module's file in the served process (runpy), as with -m
         _served(path, {"module": module, "argv": [module, *args], "kind": "launcher"})
     os.execv(sys.executable, [sys.executable, "-m", module, *args])
@@ -150,10 +155,12 @@ def _served(path: str, script: dict) -> None:
 
 
 def _started_cold(path: str, script: dict, why: str) -> None:
-    """Say in the session's list of cold starts (next to the socket) which process started cold and why."""
+    """Say in the session's list of cold starts (next to the session server's socket) which process started cold and
+    why (``path``: the server that was asked, the session's or one it redirected to)."""
     try:
-        with open(f"{path.split('.sock')[0]}.sock.cold", "a", encoding="utf-8") as f:
-            f.write(json.dumps({"module": script.get("module") or script["argv"][0], "why": why}) + "\n")
+        with open(f"{_socket()}.cold", "a", encoding="utf-8") as f:
+            f.write(json.dumps({"module": script.get("module") or script["argv"][0], "server": path, "why": why})
+                    + "\n")
     except OSError:
         pass
 
@@ -471,7 +478,7 @@ def _die_with_the_client(conn) -> None:
 
 def served() -> tuple[int, float] | None:
     """(processes served, their CPU seconds) of this session's server, or None without one."""
-    path = os.environ.get(SOCKET_VARIABLE)
+    path = _socket()
     ledger = Path(f"{path}.jsonl") if path else None
     if ledger is None or not ledger.exists():
         return None
@@ -481,7 +488,7 @@ def served() -> tuple[int, float] | None:
 
 def started_cold() -> list[dict]:
     """The processes of this session that asked the server and started cold, each with why."""
-    path = os.environ.get(SOCKET_VARIABLE)
+    path = _socket()
     cold = Path(f"{path}.cold") if path else None
     if cold is None or not cold.exists():
         return []

@@ -5,6 +5,7 @@ import json
 import os
 import sys
 import time
+from pathlib import Path
 
 import pytest
 
@@ -45,6 +46,20 @@ def server(tmp_path, monkeypatch):
     proc.wait()
 
 
+def _children(server) -> list:
+    """The server's live children (a served process that has just exited is a zombie until the server reaps it)."""
+    import psutil
+
+    alive = []
+    for p in psutil.Process(server.pid).children():
+        try:
+            p.cmdline()
+            alive.append(p)
+        except (psutil.ZombieProcess, psutil.NoSuchProcess):
+            pass
+    return alive
+
+
 def _results(ranks):
     """What a rank computed, less how long it took."""
     def strip(value):
@@ -64,19 +79,19 @@ def test_a_warm_rank_computes_what_a_cold_one_does(server, tmp_path, monkeypatch
     cold_run = run_ranks("dscourse.scripts.zero_memory", args, nproc=2, timeout=600, out_dir=tmp_path / "c",
                          reuse=False)
     assert _results(warm_run.ranks) == _results(cold_run.ranks)  # counted bytes and fp32 losses, exactly
+    assert not list(Path.cwd().glob("off*"))  # off asks no server at all (and leaves nothing where a rank runs)
     assert "stage 3 step 1: loss" in warm_run.log  # the rank's own output reaches the launcher
 
 
 @pytest.mark.engine
 def test_another_import_time_environment_is_served_by_a_server_started_with_it(server, tmp_path):
-    import psutil
 
     hf = str(tmp_path / "hf")
     run_ranks("dscourse.scripts.allreduce_bench", ["--sizes", "1e3", "--iters", "1"], nproc=2, timeout=600,
               env={"HF_HOME": hf}, out_dir=tmp_path / "o", reuse=False)
     log = (tmp_path / "warm-ranks.log").read_text()
     assert "server for HF_HOME" in log, log
-    others = [p for p in psutil.Process(server.pid).children() if "--other" in p.cmdline()]
+    others = [p for p in _children(server) if "--other" in p.cmdline()]
     assert len(others) == 1 and others[0].environ()["HF_HOME"] == hf  # the ranks imported under their own HF_HOME
     kinds = sorted(json.loads(line)["kind"] for line in open(f"{os.environ[warm.SOCKET_VARIABLE]}.jsonl"))
     assert kinds == ["launcher", "rank", "rank"]  # torchrun itself and both ranks, all served warm
@@ -87,6 +102,8 @@ def test_only_the_course_launchers_are_started_through_the_server(monkeypatch):
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "-m", "dscourse.scripts.zero_memory"]
     assert warm.launcher_command(cmd) == [sys.executable, "-m", "dscourse.warm", "--exec", *cmd[1:]]
     assert warm.launcher_command([sys.executable, "-m", "pytest"]) == [sys.executable, "-m", "pytest"]
+    monkeypatch.setenv(warm.SOCKET_VARIABLE, "off")
+    assert warm.launcher_command(cmd) == cmd  # off: everything cold, the command as written
     monkeypatch.delenv(warm.SOCKET_VARIABLE)
     assert warm.launcher_command(cmd) == cmd  # a reader's launch is the command as written
 
@@ -104,20 +121,12 @@ def test_a_launcher_nobody_serves_runs_as_itself(tmp_path, monkeypatch):
 
 @pytest.mark.engine
 def test_a_killed_launch_leaves_no_served_rank_behind(server, tmp_path):
-    import psutil
 
     with pytest.raises(LaunchError, match="did not finish in 20 s"):
         run_ranks("dscourse.scripts.zero_memory", ["--shape", "gpt2-small-cpu", "--steps", "100000"], nproc=2,
                   timeout=20, out_dir=tmp_path / "o", reuse=False)
-    def ranks():  # what the server serves (the launcher and its ranks), less its op builders; a zombie is dead
-        alive = []
-        for p in psutil.Process(server.pid).children():
-            try:
-                if "--load-op" not in p.cmdline() and "--other" not in p.cmdline():
-                    alive.append(p)
-            except (psutil.ZombieProcess, psutil.NoSuchProcess):
-                pass
-        return alive
+    def ranks():  # what the server serves (the launcher and its ranks), less its op builders and other servers
+        return [p for p in _children(server) if "--load-op" not in p.cmdline() and "--other" not in p.cmdline()]
 
     deadline = time.monotonic() + 20
     while ranks() and time.monotonic() < deadline:
