@@ -335,6 +335,11 @@ def _peer_pid(conn) -> int:
     return struct.unpack("3i", creds)[0]
 
 
+# How far below the op builds a test session's other processes run (conftest.py, and the processes served here): the
+# builds are what the first launches wait for, and on 2 cores they otherwise share the CPU with everything else
+BELOW_OP_BUILDS = 5
+
+
 # DeepSpeed's CPU ops that the course's ranks load (shared-memory all-reduce at init, CPU Adam for offload, the CPU
 # accelerator's fused Adam): compiled on first use, behind a lock file that a rank killed while it holds it leaves
 # behind for every later rank to wait on. The server has them compiled at once, side by side, by processes no test
@@ -425,6 +430,7 @@ def _become_the_rank(conn, request: dict, fds: list[int], client: int, enter: li
     try:
         if enter:  # first, while this process has one thread
             _enter_namespaces(client, enter)
+        os.nice(BELOW_OP_BUILDS)  # as the test session's own processes: DeepSpeed's op builds come first
         for target, fd in enumerate(fds):
             os.dup2(fd, target)
             os.close(fd)
