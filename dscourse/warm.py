@@ -208,12 +208,14 @@ def _enter_namespaces(pid: int, kinds: list[str]) -> None:
 
 
 def _read_line(conn) -> str:
+    """One line of the server's, and not a byte more: a process that exits at once sends its exit status right
+    after "forked", and a reader that took both as one answer would run the process a second time, cold."""
     data = b""
     while not data.endswith(b"\n"):
-        chunk = conn.recv(64)
-        if not chunk:
+        byte = conn.recv(1)
+        if not byte:
             break
-        data += chunk
+        data += byte
     return data.decode().strip()
 
 

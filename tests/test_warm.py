@@ -154,3 +154,14 @@ def test_a_build_lock_nobody_holds_is_removed_and_a_held_one_is_kept(tmp_path, m
     finally:
         holder.kill()
         holder.wait()
+
+
+def test_the_server_answer_and_the_exit_status_are_read_as_two_lines():
+    """A served process that exits at once: "forked" and its status arrive together, and must be read apart."""
+    import socket
+
+    ours, theirs = socket.socketpair()
+    with ours, theirs:
+        theirs.sendall(b"forked\n2\n")
+        assert warm._read_line(ours) == "forked"
+        assert warm._read_line(ours) == "2"
