@@ -52,10 +52,11 @@ def pytest_configure(config):
 
             path, config._dscourse_warm = start_warm_ranks(folder)
             os.environ[SOCKET_VARIABLE] = str(path)
-    if not _excludes_engine(config) and os.environ.get("DSCOURSE_WARM_RANKS") != "off":
+    from dscourse.warm import BELOW_OP_BUILDS, SOCKET_VARIABLE
+
+    if not _excludes_engine(config) and os.environ.get(SOCKET_VARIABLE) != "off":
         # The tests (and what they start) run below the warm server's op builds: the first launches wait for DeepSpeed's
         # CPU ops, and on 2 cores the builds would otherwise share the CPU with the browser, the kernels and the rest
-        from dscourse.warm import BELOW_OP_BUILDS
 
         os.nice(BELOW_OP_BUILDS)
 

@@ -243,13 +243,14 @@ def run_nodes(commands: list[list[str]], out_dir: str | Path, world_size: int, t
         old.unlink()
     from .warm import launcher_command as warm_launcher  # in a test session: the launchers start warm
 
-    full = [[*(prefixes[i] if prefixes else []), *warm_launcher(cmd)] for i, cmd in enumerate(commands)]
+    full = [[*(prefixes[i] if prefixes else []), *cmd] for i, cmd in enumerate(commands)]  # what each node runs
     logs = [tempfile.TemporaryFile(mode="w+", prefix="dscourse-node-") for _ in full]
     procs = []
     try:
-        for i, cmd in enumerate(full):
+        for i, cmd in enumerate(commands):
             node = {**(env or {}), **(node_env[i] if node_env else {})}
-            procs.append(subprocess.Popen(cmd, stdout=logs[i], stderr=subprocess.STDOUT, text=True,
+            started = [*(prefixes[i] if prefixes else []), *warm_launcher(cmd)]
+            procs.append(subprocess.Popen(started, stdout=logs[i], stderr=subprocess.STDOUT, text=True,
                                           env={**_launch_env(node), **cpu_ranks_if_gpus_short(world_size, node)},
                                           start_new_session=True))
         deadline = time.monotonic() + timeout
