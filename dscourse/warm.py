@@ -317,8 +317,7 @@ def serve(path: str, ledger: str | None = None, main: bool = True) -> None:
             os.close(fd)
         conn.sendall(b"forked\n")
         open_conns.add(conn)
-        threading.Thread(target=_report_exit, args=(pid, conn, open_conns, ledger, request.get("kind", "rank")),
-                         daemon=True).start()
+        threading.Thread(target=_report_exit, args=(pid, conn, open_conns, ledger, request), daemon=True).start()
 
 
 # Distinct import-time environments served in one session (the course's tests and notebooks have about a dozen):
@@ -410,11 +409,12 @@ def _load_ops(names=OPS) -> None:
             print(f"could not load {name}: {type(e).__name__}: {e}", flush=True)
 
 
-def _report_exit(pid: int, conn, open_conns: set, ledger: Path, kind: str) -> None:
+def _report_exit(pid: int, conn, open_conns: set, ledger: Path, request: dict) -> None:
     _, status, usage = os.wait4(pid, 0)
     code = -os.WTERMSIG(status) if os.WIFSIGNALED(status) else os.WEXITSTATUS(status)
     with open(ledger, "a", encoding="utf-8") as f:  # the served ranks' CPU, which no launcher's rusage counts
-        f.write(json.dumps({"pid": pid, "kind": kind, "code": code,
+        f.write(json.dumps({"pid": pid, "kind": request.get("kind", "rank"), "module": request.get("module"),
+                            "argv": request.get("argv", [])[:12], "code": code,
                             "cpu_seconds": round(usage.ru_utime + usage.ru_stime, 2)}) + "\n")
     try:
         conn.sendall(f"{code}\n".encode())
