@@ -35,6 +35,10 @@ def pytest_configure(config):
     if "DSCOURSE_RUN_CACHE" not in os.environ:
         config._dscourse_run_cache = tempfile.mkdtemp(prefix="dscourse-runs-")
         os.environ["DSCOURSE_RUN_CACHE"] = config._dscourse_run_cache
+    from dscourse.launch import isolated_hf_home
+
+    # no Hugging Face setting of this machine's user (an `accelerate config` file) reaches the session's processes
+    os.environ.update(isolated_hf_home(os.environ["DSCOURSE_RUN_CACHE"]))
     if "DSCOURSE_CPUINFO" not in os.environ and not _excludes_engine(config):
         # py-cpuinfo asked once for the whole session (dscourse/cpuinfo_once.py): about 1 CPU-second per question,
         # which DeepSpeed asks two or three times in every rank
@@ -88,6 +92,11 @@ def pytest_unconfigure(config):
         except ProcessLookupError:
             pass
         server.wait()
+        from dscourse.warm import clear_stale_build_locks
+
+        # a rank killed while it loaded an op (torch takes a build lock on every load) would leave the lock behind, and
+        # the next use of that op outside a session (a notebook run by hand) would wait for it forever
+        clear_stale_build_locks()
     folder = getattr(config, "_dscourse_run_cache", None)
     if folder:
         shutil.rmtree(folder, ignore_errors=True)

@@ -286,6 +286,17 @@ def run_nodes(commands: list[list[str]], out_dir: str | Path, world_size: int, t
     return NodesResult(ranks=ranks, logs=texts, commands=full)
 
 
+def isolated_hf_home(folder: str | Path) -> dict:
+    """The environment of a launch that must not see this machine's Hugging Face settings (an ``accelerate config``
+    default file above all): ``HF_HOME`` an empty folder, ``folder``. In a test session the session's own instead
+    (``conftest.py`` gives it to every process), the same for every launch: each distinct ``HF_HOME`` would cost the
+    session another warm server (``dscourse.warm``), since the Hugging Face libraries read it when imported."""
+    root = runcache.cache_root()
+    home = root / "hf_home" if root else Path(folder)
+    home.mkdir(parents=True, exist_ok=True)
+    return {"HF_HOME": str(home)}
+
+
 def cpu_ranks_if_gpus_short(ranks: int, env: dict | None = None) -> dict:
     """The environment that moves ``ranks`` ranks onto the CPU when this machine has GPUs, but fewer than ranks.
 

@@ -13,7 +13,9 @@ benchmarks never set the variable: their processes start cold.
 Every environment variable that a module may read at import time (``HF_*``, ``TORCH*``, ``CUDA*``, ``OMP_*``,
 ``DS_*`` and the like, less those a launcher sets for each rank, which are read at run time) is the one the process
 imported under: a process whose values differ from the server's is redirected to a server started with its own
-environment (one per environment). A rank of a simulated node (``ip netns exec``) is forked into that node's network
+environment (one per environment). Three differences do not count: the GPU stack's variables on a PyTorch built
+for the CPU only, ``DS_ACCELERATOR`` naming the accelerator DeepSpeed chose anyway, and the value of
+``OMP_NUM_THREADS`` (the served process sets its threads from it). A rank of a simulated node (``ip netns exec``) is forked into that node's network
 and mount namespaces. Where the server cannot be reached, or cannot enter a namespace (it is not root), the process
 starts cold as usual, and the session's summary says so. A served process dies with its client (the process its
 launcher started), and so does what it started: killing a launch's process tree kills its launcher and its ranks.
@@ -45,6 +47,13 @@ _RUN_TIME = {"RANK", "LOCAL_RANK", "WORLD_SIZE", "LOCAL_WORLD_SIZE", "GROUP_RANK
              "DSCOURSE_RUN_CACHE",  # read by dscourse.runcache when a launch is made
              SOCKET_VARIABLE}  # which server, not how to import
 _RUN_TIME_PREFIXES = ("TORCHELASTIC_",)
+# Read by the GPU stack only: on a PyTorch built without CUDA or ROCm (the CPU wheel) they change nothing a process
+# imports, and a server takes clients whatever their values (launches set them for every GPU run)
+_GPU_ONLY_PREFIXES = ("CUDA", "NCCL", "NVIDIA", "NVSHMEM", "TORCH_SYMM_MEM", "TORCH_CUDA", "PYTORCH_CUDA", "TORCH_NCCL",
+                      "HIP_", "ROCR_", "ROCM", "HSA_")
+# OpenMP reads it when it starts; a served process applies it instead (torch.set_num_threads), so only whether it is
+# set counts: a process without it has torch choose its threads itself
+_THREADS = "OMP_NUM_THREADS"
 _SCRIPTS = Path(__file__).resolve().parent / "scripts"
 _serving = False  # True in the server and in the ranks it forks: they never hand off again
 
@@ -53,6 +62,28 @@ def import_time_environment(env) -> dict:
     """The part of an environment that must match for a rank to be served by a server started with another one."""
     return {k: v for k, v in env.items()
             if k.startswith(_IMPORT_TIME_PREFIXES) and k not in _RUN_TIME and not k.startswith(_RUN_TIME_PREFIXES)}
+
+
+def _as_served(env: dict) -> dict:
+    """An import-time environment as a server in this process compares it with its own (see _GPU_ONLY_PREFIXES,
+    _THREADS; ``DS_ACCELERATOR`` naming the accelerator DeepSpeed chose here is the same as not naming one)."""
+    import torch
+
+    cpu_only = torch.version.cuda is None and getattr(torch.version, "hip", None) is None
+    out = {k: v for k, v in env.items() if not (cpu_only and k.startswith(_GPU_ONLY_PREFIXES))}
+    if "DS_ACCELERATOR" in out:
+        from deepspeed.accelerator import get_accelerator
+
+        if out["DS_ACCELERATOR"] == get_accelerator().device_name():
+            del out["DS_ACCELERATOR"]
+    if _threads(out) is not None:
+        out[_THREADS] = "(applied by the served process)"
+    return out
+
+
+def _threads(env: dict) -> int | None:
+    value = env.get(_THREADS, "")
+    return int(value) if value.isdigit() and int(value) > 0 else None
 
 
 def _script_of_this_process() -> dict | None:
@@ -103,9 +134,25 @@ def launcher_command(cmd: list[str]) -> list[str]:
     """``cmd`` (``python -m <launcher> ...``) as started in a test session with a server named: through
     ``python -m dscourse.warm --exec``, which hands the launcher to the server (it runs the same module with the same
     arguments, in a fork of an interpreter that has imported torch) or, where none takes it, executes ``cmd`` as is."""
-    if not _socket() or len(cmd) < 3 or cmd[1] != "-m" or cmd[2] not in LAUNCHERS:
+    flags = 2 if cmd[1:2] == ["-u"] else 1  # the deepspeed runner starts the per-node launcher unbuffered
+    if not _socket() or len(cmd) < flags + 2 or cmd[flags] != "-m" or cmd[flags + 1] not in LAUNCHERS:
         return cmd
-    return [cmd[0], "-m", "dscourse.warm", "--exec", *cmd[1:]]
+    return [*cmd[:flags], "-m", "dscourse.warm", "--exec", *cmd[flags:]]
+
+
+def _start_launchers_warm() -> None:
+    """In a served launcher: a launcher it starts in turn (the deepspeed runner starts ``deepspeed.launcher.launch``
+    on each node) is started through ``--exec`` too, as :func:`launcher_command` has it."""
+    import subprocess
+
+    popen = subprocess.Popen.__init__
+
+    def __init__(self, args, *rest, **kwargs):
+        if isinstance(args, (list, tuple)) and args:
+            args = launcher_command([str(a) for a in args])
+        popen(self, args, *rest, **kwargs)
+
+    subprocess.Popen.__init__ = __init__
 
 
 def _exec_launcher(argv: list[str]) -> None:
@@ -244,7 +291,7 @@ def serve(path: str, ledger: str | None = None, main: bool = True) -> None:
     if main:
         clear_stale_build_locks()  # left by an earlier session stopped in the middle of a build
     stage, builders = 0, (_build_ops(0) if main else [])
-    expected, own = import_time_environment(os.environ), _namespaces()
+    expected, own = _as_served(import_time_environment(os.environ)), _namespaces()
     may_enter = os.geteuid() == 0  # setns(2) needs CAP_SYS_ADMIN; without it a rank in another namespace starts cold
     ledger = Path(ledger or f"{path}.jsonl")
     others: dict[str, str] = {}  # import-time environment -> the socket of the server started with it
@@ -281,7 +328,7 @@ def serve(path: str, ledger: str | None = None, main: bool = True) -> None:
             conn.close()
             continue
         what = request["module"] or request["argv"][0]
-        asked = import_time_environment(request["env"])
+        asked = _as_served(import_time_environment(request["env"]))
         enter = [k for k in _NAMESPACES if request.get("namespaces", {}).get(k) != own.get(k)]
         answer = None
         if asked != expected:
@@ -439,6 +486,13 @@ def _become_the_rank(conn, request: dict, fds: list[int], client: int, enter: li
         os.chdir(request["cwd"])
         os.environ.clear()
         os.environ.update(request["env"])
+        if request.get("kind") == "launcher":
+            _start_launchers_warm()
+        threads = _threads(request["env"])
+        if threads is not None:  # what OpenMP would have read at the start of a cold process
+            import torch
+
+            torch.set_num_threads(threads)
         signal.signal(signal.SIGINT, signal.default_int_handler)
         threading.Thread(target=_die_with_the_client, args=(conn,), daemon=True).start()
         sys.argv = list(request["argv"])
@@ -519,6 +573,11 @@ def start_server(folder: Path, env: dict | None = None):
 if __name__ == "__main__":
     if sys.argv[1] == "--exec":
         _exec_launcher(sys.argv[2:])
+    elif sys.argv[1] == "--build-ops":  # every op, stage after stage, as a session's server has them built
+        failed = 0
+        for stage in range(len(OP_STAGES)):
+            failed += sum(builder.wait() != 0 for builder in _build_ops(stage))
+        sys.exit(1 if failed else 0)
     elif sys.argv[1] == "--load-op":
         import dscourse.scripts  # noqa: F401  (DeepSpeed's CPU-feature query answered from the session's file)
 

@@ -10,7 +10,7 @@ import pytest
 from dscourse import package_path
 from dscourse.fsdp import MAPPING, STRATEGY, fsdp_train, zero_elements, zero_held
 from dscourse.integration import BF16_RTOL, FP32_RTOL, losses, max_rel_diff, train_stages
-from dscourse.launch import run_ranks
+from dscourse.launch import isolated_hf_home, run_ranks
 from dscourse.models import build_model, count_params
 
 pytestmark = pytest.mark.engine  # real engines and ranks: not in the fast loop (-m "not engine")
@@ -77,7 +77,7 @@ def test_cpu_offload_policy_keeps_the_losses(runs, tmp_path):
 
 def test_accelerate_fsdp2_config_file_shards_for_real(tmp_path):
     yaml = package_path("configs", "accelerate_fsdp.yaml")
-    env = {"HF_HOME": str(tmp_path / "hf")}
+    env = isolated_hf_home(tmp_path / "hf")
     ranks = run_ranks("dscourse.scripts.accelerate_train", ["--shape", "gpt2-tiny", "--steps", "4"],
                       launcher="accelerate", timeout=TIMEOUT, env=env,
                       launcher_args=["--config_file", str(yaml), "--num_processes=2"], out_dir=tmp_path / "fsdp").ranks

@@ -25,7 +25,7 @@ from dscourse.integration import (
     run_zero_to_fp32,
     train_stages,
 )
-from dscourse.launch import LaunchError, launcher_command, run_ranks
+from dscourse.launch import LaunchError, isolated_hf_home, launcher_command, run_ranks
 from dscourse.models import build_model
 
 pytestmark = pytest.mark.engine  # real engines and ranks: not in the fast loop (-m "not engine")
@@ -146,7 +146,7 @@ def test_trainer_names_every_value_that_contradicts_training_arguments(tmp_path)
 
 
 def test_accelerate_launch_builds_a_zero2_engine_from_flags_and_from_a_config_file(tmp_path):
-    env = {"HF_HOME": str(tmp_path / "hf")}
+    env = isolated_hf_home(tmp_path / "hf")
     flags = run_ranks("dscourse.scripts.accelerate_train", SHAPE_ARGS, launcher="accelerate", timeout=600, env=env,
                       launcher_args=["--use_deepspeed", "--zero_stage", "2", "--mixed_precision", "bf16",
                                      "--num_processes=2"], out_dir=tmp_path / "flags").ranks
@@ -165,7 +165,7 @@ def test_the_seed_accelerate_command_starts_no_process_without_a_gpu(tmp_path):
     with pytest.raises(LaunchError) as error:
         run_ranks("dscourse.scripts.accelerate_train", SHAPE_ARGS, nproc=None, expect_ranks=1, launcher="accelerate",
                   launcher_args=["--use_deepspeed", "--zero_stage", "2"], timeout=600,
-                  env={"HF_HOME": str(tmp_path / "hf")}, out_dir=tmp_path / "out")
+                  env=isolated_hf_home(tmp_path / "hf"), out_dir=tmp_path / "out")
     assert "`--num_processes` was set to a value of `0`" in error.value.log
 
 

@@ -32,6 +32,24 @@ def test_what_a_launcher_sets_per_rank_does_not_count_but_import_time_settings_d
                                                  "TORCH_CUDA_ARCH_LIST": "9.0"}
 
 
+@pytest.mark.engine
+def test_what_cannot_change_the_imports_here_does_not_count():
+    """On the CPU build of PyTorch the GPU stack's variables change nothing; DS_ACCELERATOR naming the accelerator
+    DeepSpeed picks anyway is no difference; OMP_NUM_THREADS counts by being set, its value is applied when served."""
+    import torch
+    from deepspeed.accelerator import get_accelerator
+
+    base = {"HF_HOME": "/h", "OMP_NUM_THREADS": "1"}
+    same = {**base, "OMP_NUM_THREADS": "4", "DS_ACCELERATOR": get_accelerator().device_name()}
+    assert warm._as_served(same) == warm._as_served(base)
+    assert warm._as_served({"HF_HOME": "/h"}) != warm._as_served(base)  # torch would pick its own thread count
+    assert warm._as_served({**base, "HF_HOME": "/other"}) != warm._as_served(base)
+    assert warm._as_served({**base, "OMP_NUM_THREADS": "many"}) != warm._as_served(base)
+    gpu = {**base, "CUDA_VISIBLE_DEVICES": "", "NCCL_NVLS_ENABLE": "0", "TORCH_SYMM_MEM_DISABLE_MULTICAST": "1"}
+    cpu_only = torch.version.cuda is None and getattr(torch.version, "hip", None) is None
+    assert (warm._as_served(gpu) == warm._as_served(base)) == cpu_only
+
+
 @pytest.fixture
 def server(tmp_path, monkeypatch):
     """This test's own server (not the session's), so that what it served is this test's alone."""
@@ -97,11 +115,22 @@ def test_another_import_time_environment_is_served_by_a_server_started_with_it(s
     assert kinds == ["launcher", "rank", "rank"]  # torchrun itself and both ranks, all served warm
 
 
+@pytest.mark.engine
+def test_the_launcher_that_the_deepspeed_runner_starts_is_served_too(server, tmp_path):
+    run_ranks("dscourse.scripts.allreduce_bench", ["--sizes", "1e3", "--iters", "1"], nproc=2, launcher="deepspeed",
+              timeout=600, out_dir=tmp_path / "o", reuse=False)
+    served = sorted((r["kind"], r["module"]) for r in map(json.loads, open(f"{os.environ[warm.SOCKET_VARIABLE]}.jsonl")))
+    assert served == [("launcher", "deepspeed.launcher.launch"), ("launcher", "deepspeed.launcher.runner"),
+                      ("rank", "dscourse.scripts.allreduce_bench"), ("rank", "dscourse.scripts.allreduce_bench")]
+
+
 def test_only_the_course_launchers_are_started_through_the_server(monkeypatch):
     monkeypatch.setenv(warm.SOCKET_VARIABLE, "/nonexistent.sock")
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "-m", "dscourse.scripts.zero_memory"]
     assert warm.launcher_command(cmd) == [sys.executable, "-m", "dscourse.warm", "--exec", *cmd[1:]]
     assert warm.launcher_command([sys.executable, "-m", "pytest"]) == [sys.executable, "-m", "pytest"]
+    per_node = [sys.executable, "-u", "-m", "deepspeed.launcher.launch", "--world_info=e30=", "-m", "x"]
+    assert warm.launcher_command(per_node) == [sys.executable, "-u", "-m", "dscourse.warm", "--exec", *per_node[2:]]
     monkeypatch.setenv(warm.SOCKET_VARIABLE, "off")
     assert warm.launcher_command(cmd) == cmd  # off: everything cold, the command as written
     monkeypatch.delenv(warm.SOCKET_VARIABLE)

@@ -18,7 +18,7 @@ def runs(tmp_path_factory):
     out = {}
     for variants in (["0", "1", "2", "3"], ["2+oo", "3+oo+op"]):
         res = run_ranks("dscourse.scripts.zero_memory",
-                        ["--shape", "gpt2-small-cpu", "--variants", *variants, "--steps", "2"],
+                        ["--shape", "gpt2-small-cpu", "--variants", *variants, "--micro-batch", "1", "--steps", "2"],
                         nproc=2, timeout=600, out_dir=tmp_path_factory.mktemp("zero"))
         out.update(variant_runs(res.ranks))
     assert sorted(out) == sorted(VARIANTS)

@@ -13,8 +13,12 @@ machine allows it (root), each node lives in a network namespace of its own with
 from __future__ import annotations
 
 import json
+import os
+import pickle
+import shutil
 import sys
 import tempfile
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -36,11 +40,40 @@ def run_nodes_job(launcher: str, module: str, args: list[str], nodes: int = 2, g
     (``torchrun``, ``torchrun-c10d``, ``deepspeed-nossh`` or ``accelerate``), one launcher process per node.
 
     ``wrong_master={1: "10.10.0.99"}`` gives node 1 another ``--master_addr`` than the plan's, to reproduce the
-    classic hang (the other nodes wait for it until the timeout)."""
-    from dscourse.launch import free_port, run_nodes
+    classic hang (the other nodes wait for it until the timeout).
+
+    Within a test session a job that ran to the end is run once (``dscourse.runcache``, as ``run_ranks`` does): the
+    same job again gets the stored one, with its output folder copied to ``out_dir`` (its plan and commands still
+    name the first run's folder)."""
+    from dscourse import runcache
 
     out = Path(out_dir) if out_dir else Path(tempfile.mkdtemp(prefix="dscourse-nodes-"))
     out.mkdir(parents=True, exist_ok=True)
+    root = runcache.cache_root()
+    if root is None or wrong_master:  # a reproduced failure is the point of its own test
+        return _run_nodes_job(launcher, module, args, nodes, gpus_per_node, timeout, out, use_netns, env, wrong_master)
+    key, _ = runcache.launch_key(f"nodes:{module}", args, env=env, launcher=launcher, nodes=nodes,
+                                 gpus_per_node=gpus_per_node, use_netns=use_netns)
+    stored = root / f"{key}.job"
+    with runcache.claim(key):
+        if stored.is_dir():
+            shutil.copytree(stored / "out", out, dirs_exist_ok=True)
+            runcache.record(key, f"nodes:{module}", args, reused=True, seconds=0.0)
+            return pickle.loads((stored / "job.pickle").read_bytes())
+        t0 = time.monotonic()
+        job = _run_nodes_job(launcher, module, args, nodes, gpus_per_node, timeout, out, use_netns, env, wrong_master)
+        runcache.record(key, f"nodes:{module}", args, reused=False, seconds=time.monotonic() - t0)
+        tmp = root / f".{key}.job.{os.getpid()}"
+        shutil.copytree(out, tmp / "out")
+        (tmp / "job.pickle").write_bytes(pickle.dumps(job))
+        tmp.rename(stored)  # whole or not at all
+        return job
+
+
+def _run_nodes_job(launcher, module, args, nodes, gpus_per_node, timeout, out: Path, use_netns, env,
+                   wrong_master) -> Job:
+    from dscourse.launch import free_port, run_nodes
+
     with netns.nodes(nodes, use_netns) as cluster:
         # A fresh namespace has every port free; on the shared loopback we need a free one.
         port = 29500 if cluster.mode == "netns" else free_port()

@@ -240,8 +240,10 @@ shape = scale.model_shape()
 worlds = sorted({scale.ranks(), 4} if scale.scale() == "cpu" else {scale.ranks()})
 runs = {}
 for world in worlds:  # one launch per world size: its ranks build the four engines one after the other
+    # micro-batch 1: what an engine holds between steps does not depend on it, and where the CPU lacks AVX-512 (oneDNN's
+    # bf16 support) PyTorch multiplies bf16 matrices with a plain loop, tens of times slower than fp32
     result = run_ranks("dscourse.scripts.zero_memory", ["--shape", shape, "--variants", "0", "1", "2", "3",
-                                                        "--steps", "2"], nproc=world, timeout=600)
+                                                        "--micro-batch", "1", "--steps", "2"], nproc=world, timeout=600)
     for (stage, _, _), ranks in variant_runs(result.ranks).items():
         runs[(world, stage)] = ranks
 print(f"model {shape}: {runs[(scale.ranks(), 0)][0]['params']:,} parameters; "
