@@ -551,6 +551,55 @@ glue("claim_70b", f"70B：单卡 ZeRO-3 + 全部 offload 时 GPU 峰值约 {form
                   f"{256e9 / host_bytes_per_param / 1e9:.1f}B 参数。")
 
 # %% [markdown]
+# 原文的 ZeRO-3 + Offload 示意图还给了一张 24 GB 卡上的预算：7B 模型、4 张卡，GPU 上参数分片 3.5 GB、梯度分片 3.5 GB、
+# 激活值约 10 GB、临时缓冲区约 5 GB，合计约 22 GB；CPU 上优化器状态分片 14 GB，参数“冷备份”3.5 GB 可选。
+# 同一个峰值模型按项重算（Llama-2-7B，4 张卡，ZeRO-3 + 优化器 offload，序列 2048，micro-batch 1；每一项都是一个 rank 的）：
+
+# %%
+budget = {ckpt: plan(PRESETS["Llama-2-7B"], 4, 3, seq=2048, checkpointing=ckpt, offload_optimizer="cpu")
+          for ckpt in (True, False)}
+with_ckpt, without = budget[True].peak, budget[False].peak
+ranks_per_node = with_ckpt.setup.per_node
+cpu_rank = {k: v / ranks_per_node for k, v in with_ckpt.states.cpu.items()}  # the node's host bytes, per rank
+SEED_GB = {"params": 3.5, "grads": 3.5, "activations": 10, "buffers": 5}
+
+
+def peak_term(peak, *terms):
+    return format_bytes(sum(peak.peak_terms.get(t, 0) for t in terms))
+
+
+rows = [["GPU: bf16 parameter shard", "3.5 GB", peak_term(with_ckpt, "params"), peak_term(without, "params")],
+        ["GPU: gradient shard", "3.5 GB", "0 (on the CPU)", "0 (on the CPU)"],
+        ["GPU: gathered parameters (prefetch, live)", "—", peak_term(with_ckpt, "gathered"), peak_term(without, "gathered")],
+        ["GPU: activations and the logits chain", "~10 GB",
+         peak_term(with_ckpt, "activations", "log_softmax", "loss_grads"),
+         peak_term(without, "activations", "log_softmax", "loss_grads")],
+        ["GPU: reduce bucket and workspace", "~5 GB", peak_term(with_ckpt, "buffers", "workspace"),
+         peak_term(without, "buffers", "workspace")],
+        ["GPU: peak of a step", "~22 GB", format_bytes(with_ckpt.peak_bytes), format_bytes(without.peak_bytes)],
+        ["CPU: Adam m and v", "14 GB", format_bytes(cpu_rank["optim"]), format_bytes(cpu_rank["optim"])],
+        ["CPU: fp32 master weights", "—", format_bytes(cpu_rank["master"]), format_bytes(cpu_rank["master"])],
+        ["CPU: gradients (bf16 shard, fp32 for Adam)", "—", format_bytes(cpu_rank["grads"]),
+         format_bytes(cpu_rank["grads"])],
+        ["CPU: per node (4 ranks)", "—", format_bytes(with_ckpt.cpu_bytes), format_bytes(without.cpu_bytes)]]
+print(text_table(["per rank", "the source", "peak model, checkpointing", "no checkpointing"], rows))
+assert with_ckpt.peak_terms.get("grads", 0) == 0 and "grads" in with_ckpt.states.cpu
+glue("seed_offload_budget",
+     f"按项重算，GPU 上没有梯度分片（优化器 offload 时梯度分片建在 CPU 上），开 activation checkpointing 时每卡峰值"
+     f" {format_bytes(with_ckpt.peak_bytes)}，不开时 {format_bytes(without.peak_bytes)}（激活值"
+     f" {peak_term(without, 'activations')}）；CPU 上每个 rank 除了 Adam 的 {format_bytes(cpu_rank['optim'])}，"
+     f"还有 fp32 主权重 {format_bytes(cpu_rank['master'])} 和梯度 {format_bytes(cpu_rank['grads'])}，"
+     f"4 个 rank 的节点合计 {format_bytes(with_ckpt.cpu_bytes)}")
+
+# %% [markdown]
+# 原文的 GPU 合计碰巧落在“不开 checkpointing”的量级，但组成不对：优化器 offload 时，ZeRO-3 的梯度分片缓冲区
+# `grad_partitions_flat_buffer` 建在 CPU 上（`deepspeed/runtime/zero/stage3.py` 第 333 行的 `self.device`、第 791 行），
+# 规约桶里的梯度直接拷过去，在累积边界再转成 fp32 给 CPU 上的 Adam（第 2 节引的 `_offload_grad_partition_at_boundary`）；
+# GPU 上多出来的是 ZeRO-3 收集的完整参数（`gathered`）和常驻的 1 GB 规约桶。CPU 一侧原文只算了 Adam 的两个状态，
+# 漏了 fp32 主权重和梯度，每个 rank 少算了一半多；
+# 参数的“冷备份”并不存在：不开 `offload_param` 时参数分片只在 GPU 上，开了才搬到 CPU（那时 GPU 上就没有这 3.5 GB）。
+
+# %% [markdown]
 # 结论：
 #
 # - **“24 GB 训练 13B”**：ZeRO-2 永远不行（每张卡都要放完整的 bf16 参数和激活值）；ZeRO-3 不用 offload 时要十几张卡；

@@ -45,7 +45,7 @@ from pathlib import Path
 from dscourse import package_path
 from dscourse.book import glue
 from dscourse.integration import rank_error, readable_command
-from dscourse.launch import LaunchError, launcher_command, run_ranks
+from dscourse.launch import LaunchError, isolated_hf_home, launcher_command, run_ranks
 from dscourse.plots import show
 from dscourse.tables import text_table
 
@@ -120,7 +120,7 @@ print("\n".join(line for line in by_launcher["torchrun"].log.splitlines() if lin
 
 # %%
 seed_cmd = ["--use_deepspeed", "--zero_stage", "2"]
-isolated = {"HF_HOME": str(WORK / "hf_home")}  # no `accelerate config` default file from this machine's user
+isolated = isolated_hf_home(WORK / "hf_home")  # no `accelerate config` default file from this machine's user
 print("$", readable_command(launcher_command("dscourse.scripts.accelerate_train", ["--shape", SHAPE], None,
                                              "accelerate", launcher_args=seed_cmd)))
 try:
