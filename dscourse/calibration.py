@@ -67,6 +67,19 @@ def counted_vs_formula(rec: dict) -> list[list]:
     return rows
 
 
+def counted_table(runs: dict) -> tuple[list[str], list[list]]:
+    """(headers, rows) of rank 0's counted bytes: one row per (ranks, stage) of ``runs`` (``{(world, stage): ranks}``),
+    one column per category any of them holds, and the largest difference from the ``allocated`` formula."""
+    counted = {key: counted_vs_formula(ranks[0]) for key, ranks in runs.items()}
+    cats = [cat for cat in STATE_CATEGORIES if any(c == cat and (n or f) for rows in counted.values() for c, n, f in rows)]
+    rows = []
+    for (world, stage), cat_rows in counted.items():
+        held = {cat: n for cat, n, _ in cat_rows}
+        worst = max((abs(f - n) / n for _, n, f in cat_rows if n), default=0.0)
+        rows.append([world, f"ZeRO-{stage}", *(f"{held.get(cat, 0):,}" for cat in cats), f"{100 * worst:.3f}%"])
+    return ["ranks", "stage", *cats, "largest difference from the formula"], rows
+
+
 def load_gpu_runs(paths=None) -> tuple[list[dict], list[dict]]:
     """(provenance of each file, every successful rank-0 record) from the committed GPU measurements."""
     files = [Path(p) for p in paths] if paths else sorted(DATA.glob("gpu_memory_*.json"))

@@ -199,9 +199,9 @@ def context_of(browser):
 
 @pytest.fixture(scope="module")
 def visit_of(context_of, server):
-    """``visit_of(page, width=1280)``: the page opened once for every test that only reads it (the load checks, the
-    overflow check, the links); a test that moves a control opens its own :class:`Visit`. Each page load costs seconds
-    of a 2-core machine (plotly.js, MathJax and the widget manager parsed again)."""
+    """``visit_of(page, width=1280)``: the page opened once for every test of it (the load checks, the overflow check,
+    the links, and last the one that moves its sliders). Each page load costs seconds of a 2-core machine (plotly.js,
+    MathJax and the widget manager parsed again)."""
     opened = {}
 
     def visit_of(page: str, width: int = 1280) -> Visit:

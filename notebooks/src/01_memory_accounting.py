@@ -233,7 +233,7 @@ show(memory_explorer(formula="allocated", seq=2048, micro_batch=1, preset="Llama
 # 按存储去重后逐字节计数，与 `allocated` 公式对照。
 
 # %%
-from dscourse.calibration import counted_vs_formula, variant_name, variant_runs
+from dscourse.calibration import counted_table, variant_name, variant_runs
 from dscourse.launch import run_ranks
 
 shape = scale.model_shape()
@@ -250,24 +250,19 @@ print(f"model {shape}: {runs[(scale.ranks(), 0)][0]['params']:,} parameters; "
       f"{len(runs)} engines in {len(worlds)} launches of {worlds} ranks")
 
 # %%
-rows = []
-for (world, stage), ranks in runs.items():
-    for cat, counted, formula in counted_vs_formula(ranks[0]):
-        if counted or formula:
-            rows.append([world, f"ZeRO-{stage}", cat, f"{counted:,}", f"{formula:,}",
-                         f"{100 * (formula - counted) / counted:+.3f}%" if counted else "—"])
-print(text_table(["ranks", "stage", "category", "counted bytes (rank 0)", "allocated formula", "error"], rows))
+headers, rows = counted_table(runs)  # bytes rank 0 holds by category, counted tensor by tensor
+print(text_table(headers, rows))
 
 # %% [markdown]
 # 读这张表：
 #
 # - **ZeRO-0** 持有完整的 bf16 参数（2Ψ）、完整的 fp32 主权重（4Ψ）和 Adam 状态（8Ψ）：每个 rank 都一样，完全冗余。
-# - **ZeRO-1 和 ZeRO-2** 只持有 1/N 的主权重和 Adam 状态——从 2 个 rank 到 4 个 rank，这两行正好减半。
+# - **ZeRO-1 和 ZeRO-2** 只持有 1/N 的主权重和 Adam 状态——从 2 个 rank 到 4 个 rank，这两列正好减半。
 #   两次 step 之间两者持有的字节**完全相同**：ZeRO-2 节省的是反向传播过程中的梯度（峰值），step 之后 bf16 梯度都被释放了。
 # - **ZeRO-3** 把 bf16 参数也切成 1/N（`ds_tensor`），但小于 `stage3_param_persistence_threshold`（默认 1e5 个元素）的参数
 #   （LayerNorm、bias、小嵌入）在每个 rank 上保留完整副本；再加上一个常驻的梯度分片缓冲区（2Ψ/N）和 1 GB 的规约桶。
 #
-# 误差列里剩下的几个字节是 PyTorch AdamW 的 `step` 计数张量和 DeepSpeed 为对齐做的填充。
+# 最后一列是与 `allocated` 公式逐类比较时最大的相对差：剩下的几个字节是 PyTorch AdamW 的 `step` 计数张量和 DeepSpeed 为对齐做的填充。
 # 占用最多的几个存储，以及它们在 DeepSpeed 里的属性路径：
 
 # %%
