@@ -15,8 +15,9 @@ Every environment variable that a module may read at import time (``HF_*``, ``TO
 imported under: a process whose values differ from the server's is redirected to a server started with its own
 environment (one per environment). Three differences do not count: the GPU stack's variables on a PyTorch built
 for the CPU only, ``DS_ACCELERATOR`` naming the accelerator DeepSpeed chose anyway, and the value of
-``OMP_NUM_THREADS`` (the served process sets its threads from it). A rank of a simulated node (``ip netns exec``) is forked into that node's network
-and mount namespaces. Where the server cannot be reached, or cannot enter a namespace (it is not root), the process
+``OMP_NUM_THREADS`` (the served process sets its threads from it). A launcher that a served launcher starts (the
+deepspeed runner's per-node ``deepspeed.launcher.launch``) is served too. A rank of a simulated node
+(``ip netns exec``) is forked into that node's network and mount namespaces. Where the server cannot be reached, or cannot enter a namespace (it is not root), the process
 starts cold as usual, and the session's summary says so. A served process dies with its client (the process its
 launcher started), and so does what it started: killing a launch's process tree kills its launcher and its ranks.
 """

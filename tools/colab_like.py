@@ -36,6 +36,20 @@ ALSO = ["numpy", "pyyaml", "psutil", "nbformat"]
 KERNEL = "dscourse-colab-like"
 
 
+def _python_313() -> str:
+    """A Python 3.13 that starts (Colab's), else this interpreter. A pyenv shim on PATH may name a version that is
+    installed but not selected, and then refuses to start: pyenv's own install folders are tried after it."""
+    candidates = [shutil.which("python3.13"),
+                  *sorted(str(p) for p in (Path.home() / ".pyenv" / "versions").glob("3.13*/bin/python3.13"))]
+    for exe in filter(None, candidates):
+        try:
+            if subprocess.run([exe, "-c", "import sys, venv"], capture_output=True, timeout=60).returncode == 0:
+                return exe
+        except (OSError, subprocess.TimeoutExpired):
+            continue
+    return sys.executable
+
+
 def _run(cmd: list[str], timeout: float, **kw) -> None:
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, **kw)
     if proc.returncode != 0:
@@ -118,8 +132,8 @@ def main(argv=None) -> int:
     ap.add_argument("--notebooks", nargs="*", type=Path, help="default: every notebooks/*.ipynb")
     ap.add_argument("--venv", type=Path, default=Path(tempfile.gettempdir()) / "dscourse-colab-like",
                     help="the Colab-like environment (created if missing, reused otherwise)")
-    ap.add_argument("--python", default=shutil.which("python3.13") or sys.executable,
-                    help="interpreter for the environment (default: python3.13 if on PATH)")
+    ap.add_argument("--python", default=_python_313(),
+                    help="interpreter for the environment (default: a Python 3.13 that runs, else this one)")
     ap.add_argument("--timeout", type=int, default=1200, help="seconds per cell")
     ap.add_argument("--out", type=Path, help="JSON report")
     args = ap.parse_args(argv)
