@@ -195,3 +195,16 @@ def test_section_figures_are_named_and_captioned():
 def test_every_section_page_draws_a_figure(page):
     """A section page shows its key figure itself, not only on its notebook page (issue: figures on every page)."""
     assert ":::{dscourse-figure}" in page.read_text(encoding="utf-8"), f"{page.name} has no figure"
+
+
+@pytest.mark.parametrize("page", sorted((ROOT / "book").glob("*.md")), ids=lambda p: p.stem)
+def test_book_pages_keep_their_tables_small(page):
+    """A page's own tables have at most 12 rows (issue: pages that teach): a longer one is a wall of numbers, which
+    belongs in a notebook, a figure or two tables by theme."""
+    rows, longest = 0, 0
+    for line in page.read_text(encoding="utf-8").splitlines() + [""]:
+        if line.startswith("|"):
+            rows += 1
+        else:
+            longest, rows = max(longest, rows - 2), 0  # less the header and its rule
+    assert longest <= 12, f"{page.name} has a table of {longest} rows"
