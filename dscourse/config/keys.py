@@ -90,6 +90,20 @@ def _field_default(model, name: str):
     raise KeyError(f"{model.__name__} has no field {name!r}")
 
 
+def key_groups(paths) -> list[tuple[str, list[str]]]:
+    """``paths`` in three groups, each a small table: the keys outside ZeRO, the ZeRO keys of every stage (offload
+    included), and the keys that only stage 3 reads."""
+    def group(path: str) -> int:
+        if not path.startswith("zero_optimization."):
+            return 0
+        name = path.split(".")[1]
+        return 2 if name.startswith("stage3_") or name == "sub_group_size" else 1
+
+    titles = ("batch size, logging, precision, optimizer", "zero_optimization: every stage",
+              "zero_optimization: stage 3 only")
+    return [(title, [p for p in paths if group(p) == i]) for i, title in enumerate(titles)]
+
+
 def key_table(paths) -> list[list]:
     """Rows of (key, DeepSpeed default, what it does, when to change it, memory cost) for ``paths``."""
     return [[p, repr(deepspeed_default(p)), *KEY_NOTES[p]] for p in paths]

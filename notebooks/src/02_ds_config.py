@@ -69,11 +69,13 @@ run_cli("check ds_config_zero3_offload.json --for hf --world-size 2")
 # 注意两个版本差异：`gradient_clipping` 的默认值在 0.19 里是 1.0（老文档写 0）；offload 的 `pin_memory` 默认是 true。
 
 # %%
-from dscourse.config.keys import KEY_NOTES, key_table
+from dscourse.config.keys import KEY_NOTES, key_groups, key_table
 from dscourse.tables import text_table
 
-print(text_table(["key", "DeepSpeed 0.19.8 default", "作用", "何时修改", "显存"], key_table(KEY_NOTES),
-                 align_right_from=9))
+for title, paths in key_groups(KEY_NOTES):
+    print(f"{title}:\n")
+    print(text_table(["key", "DeepSpeed 0.19.8 default", "作用", "何时修改", "显存"], key_table(paths),
+                     align_right_from=9), end="\n\n")
 
 # %% [markdown]
 # 显存一列里最值得记住的是 `reduce_bucket_size`：ZeRO-3 在初始化时就按它分配一个 bf16 规约桶并一直占着。
@@ -153,14 +155,15 @@ proven = {}
 for name in ("ds_config_zero2.json", "ds_config_zero3_offload.json"):
     proven[name] = run_ranks("dscourse.scripts.train_step", ["--config", str(CONFIGS / name), "--trainer"],
                              nproc=2, timeout=600).ranks[0]
-rows = []
+filled = {}  # key -> {config: the value DeepSpeed used where the file said "auto"}
 for name, r in proven.items():
-    filled = {**r["filled"], **{f"optimizer.params.{k}": v for k, v in ((r["filled_optimizer"] or {}).get("params") or {}).items()},
-              **{f"zero_optimization.{k}": v for k, v in r["filled_zero"].items() if k != "stage"},
-              "bf16.enabled": r["bf16"], "fp16.enabled": r["fp16"]}
-    for key, value in filled.items():
-        rows.append([name, key, json.dumps(value)])
-print(text_table(["config", "key (was \"auto\")", "value DeepSpeed used"], rows, align_right_from=9))
+    used = {**r["filled"], **{f"optimizer.params.{k}": v for k, v in ((r["filled_optimizer"] or {}).get("params") or {}).items()},
+            **{f"zero_optimization.{k}": v for k, v in r["filled_zero"].items() if k != "stage"},
+            "bf16.enabled / fp16.enabled": f"{json.dumps(r['bf16'])} / {json.dumps(r['fp16'])}"}
+    for key, value in used.items():
+        filled.setdefault(key, {})[name] = value if isinstance(value, str) else json.dumps(value)
+rows = [[key, *(values.get(name, "(not auto)") for name in proven)] for key, values in filled.items()]
+print(text_table(["key (was \"auto\")", *proven], rows, align_right_from=9))
 
 # %%
 for name, r in proven.items():
@@ -220,6 +223,8 @@ print(f"ZeRO-{plain['zero_stage']}, {plain['optimizer_class']}, batch {plain['tr
 # （`deepspeed/runtime/config.py` 第 444 行，钩子在 `config_utils.py` 第 205 行），同一层里一个键写两次会直接报错。
 
 # %%
+import textwrap
+
 from dscourse.config import ConfigReadError, check_config, deepspeed_verdict, read_config
 
 corpus = CONFIGS / "corpus"
@@ -239,7 +244,7 @@ for name, info in sorted(expected.items()):
     silent += verdict.startswith("accepted silently")
     warned += verdict.startswith("accepted with a warning")
     rows.append([name.removeprefix("bad_").removesuffix(".json"), first.severity if first else "—",
-                 first.path if first else "—", verdict[:72]])
+                 first.path if first else "—", textwrap.shorten(verdict, 72, placeholder=" …")])
 print(text_table(["mistake", "checker", "key path", "DeepSpeed 0.19.8 itself"], rows, align_right_from=9))
 print(f"\n{len(rows)} classic mistakes: the checker reports every one; DeepSpeed accepts {silent} of them "
       f"without a word and {warned} with only a warning")

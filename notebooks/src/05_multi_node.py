@@ -620,10 +620,13 @@ show(comm_explorer(preset="Llama-2-7B", world_size=64))
 bench = run_ranks("dscourse.scripts.allreduce_bench", ["--sizes", "1e3,1e4,1e5,1e6,1e7", "--iters", "8"], nproc=2,
                   timeout=600, out_dir=work / "bench")
 results = bench.ranks[0]["results"]
-rows = [[e["op"], comm.format_bytes(e["size_bytes"]), f"{e['seconds'] * 1e3:.3f}", f"{e['algbw'] / 1e9:.3f}",
-         f"{e['busbw'] / 1e9:.3f}"] if "busbw" in e else [e["op"], comm.format_bytes(e["size_bytes"]), e["error"], "", ""]
-        for e in results]
-print(text_table(["collective", "message", "time (ms)", "algbw (GB/s)", "busbw (GB/s)"], rows))
+ops = list(dict.fromkeys(e["op"] for e in results))
+by_size = {}  # message size -> {collective: "bus bandwidth (time)"}
+for e in results:
+    by_size.setdefault(e["size_bytes"], {})[e["op"]] = (f"{e['busbw'] / 1e9:.3f} GB/s ({e['seconds'] * 1e3:.2f} ms)"
+                                                        if "busbw" in e else e["error"])
+print(text_table(["message", *(f"{op}: busbw (time)" for op in ops)],
+                 [[comm.format_bytes(size), *(row.get(op, "") for op in ops)] for size, row in by_size.items()]))
 best = max(e["busbw"] for e in results if e["op"] == "all_reduce" and "busbw" in e)
 print(f"\nat {best / 1e9:.2f} GB/s, a 7B ZeRO-2 step on 64 such ranks would spend "
       f"{comm.format_seconds(comm.step_time(psi, 2, 64, best))} communicating")
