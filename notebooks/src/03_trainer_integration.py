@@ -571,7 +571,7 @@ print(f"\nat {gpu_results.stage_comparison()['tokens_per_step']:,} tokens per st
 glue("gpu_zero3_vs_zero2", f"{100 * (1 - stages['ZeRO-3']):.0f}%")
 
 # %% [markdown]
-# 每个 offload 点与同一 stage、同一 micro-batch 不 offload 的吞吐相比，慢了多少：
+# 每个 offload 点与同一 stage、同一 micro-batch 不 offload 的吞吐相比，慢了多少（只比同一台机器上测的两次运行；`*` 标出落在原文 30–50% 里的点）：
 
 # %%
 claim = gpu_results.offload_claim(same_lease_only=True)  # each offload run beside a baseline from the same machine
