@@ -132,11 +132,12 @@ def main(argv=None) -> int:
     ap.add_argument("--notebooks", nargs="*", type=Path, help="default: every notebooks/*.ipynb")
     ap.add_argument("--venv", type=Path, default=Path(tempfile.gettempdir()) / "dscourse-colab-like",
                     help="the Colab-like environment (created if missing, reused otherwise)")
-    ap.add_argument("--python", default=_python_313(),
+    ap.add_argument("--python", default=None,
                     help="interpreter for the environment (default: a Python 3.13 that runs, else this one)")
     ap.add_argument("--timeout", type=int, default=1200, help="seconds per cell")
     ap.add_argument("--out", type=Path, help="JSON report")
     args = ap.parse_args(argv)
+    args.python = args.python or _python_313()  # only probed when not given
     notebooks = args.notebooks or sorted((REPO / "notebooks").glob("*.ipynb"))
     missing = [str(p) for p in notebooks if not p.is_file()]
     if missing:

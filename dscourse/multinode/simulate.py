@@ -12,10 +12,9 @@ machine allows it (root), each node lives in a network namespace of its own with
 
 from __future__ import annotations
 
+import base64
 import json
-import os
 import pickle
-import shutil
 import sys
 import tempfile
 import time
@@ -54,19 +53,15 @@ def run_nodes_job(launcher: str, module: str, args: list[str], nodes: int = 2, g
         return _run_nodes_job(launcher, module, args, nodes, gpus_per_node, timeout, out, use_netns, env, wrong_master)
     key, _ = runcache.launch_key(f"nodes:{module}", args, env=env, launcher=launcher, nodes=nodes,
                                  gpus_per_node=gpus_per_node, use_netns=use_netns)
-    stored = root / f"{key}.job"
     with runcache.claim(key):
-        if stored.is_dir():
-            shutil.copytree(stored / "out", out, dirs_exist_ok=True)
+        stored = runcache.load(key, args, [], out)  # the output folder copied to ``out``
+        if stored is not None:
             runcache.record(key, f"nodes:{module}", args, reused=True, seconds=0.0)
-            return pickle.loads((stored / "job.pickle").read_bytes())
+            return pickle.loads(base64.b64decode(stored["job"]))
         t0 = time.monotonic()
         job = _run_nodes_job(launcher, module, args, nodes, gpus_per_node, timeout, out, use_netns, env, wrong_master)
         runcache.record(key, f"nodes:{module}", args, reused=False, seconds=time.monotonic() - t0)
-        tmp = root / f".{key}.job.{os.getpid()}"
-        shutil.copytree(out, tmp / "out")
-        (tmp / "job.pickle").write_bytes(pickle.dumps(job))
-        tmp.rename(stored)  # whole or not at all
+        runcache.store(key, args, [], out, {"job": base64.b64encode(pickle.dumps(job)).decode()})
         return job
 
 
