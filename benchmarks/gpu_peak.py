@@ -129,8 +129,10 @@ def worker(spec: dict) -> int:
         arch = tiny(arch)
     base = {"model": spec["model"], "family": arch.family, "params": arch.params, "variant": spec["variant"],
             "stage": stage, "offload_optimizer": oo, "offload_param": op, "alloc_conf": spec["alloc_conf"]}
-    if cuda:
-        torch.cuda.set_per_process_memory_fraction(spec["memory_fraction"])
+    if cuda:  # a "limit" stands in for a smaller card: the allocator refuses what a card of that size would
+        total = torch.cuda.get_device_properties(0).total_memory
+        torch.cuda.set_per_process_memory_fraction(min(1.0, spec["limit"] / total) if "limit" in spec
+                                                   else spec["memory_fraction"])
     torch.manual_seed(0)
     config = AutoConfig.for_model(**hf_config_of(arch))
     config._attn_implementation = "eager" if arch.family == "gemma2" else "sdpa"
@@ -150,7 +152,10 @@ def worker(spec: dict) -> int:
     def alloc():
         return torch.cuda.memory_allocated() if cuda else None
 
-    def phase(fn, *fn_args, **fn_kwargs):
+    current = {"phase": None}  # which phase an out-of-memory error came from
+
+    def phase(name, fn, *fn_args, **fn_kwargs):
+        current["phase"] = name
         if cuda:
             torch.cuda.synchronize()
             torch.cuda.reset_peak_memory_stats()
@@ -170,7 +175,7 @@ def worker(spec: dict) -> int:
         seq = min(seq, arch.positions)
         for ckpt in spec.get("checkpointing", (False, True)):
             point = {**base, "micro_batch": mb, "seq": seq, "checkpointing": ckpt, "grad_accum": gas,
-                     **({"budget": spec["budget"]} if "budget" in spec else {})}
+                     **{k: spec[k] for k in ("budget", "limit") if k in spec}}
             if ckpt:
                 engine.module.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
             else:
@@ -183,12 +188,12 @@ def worker(spec: dict) -> int:
                     between, micro = alloc(), []
                     for _ in range(gas):  # engine.step() updates only at the accumulation boundary
                         ids = torch.randint(0, arch.vocab, (mb, seq), generator=g).to(device)
-                        out_, fwd = phase(engine, input_ids=ids, labels=ids)
+                        out_, fwd = phase("forward", engine, input_ids=ids, labels=ids)
                         loss = out_.loss
                         del out_  # the logits go with it, as in a training loop that keeps only the loss
-                        _, bwd = phase(engine.backward, loss)
+                        _, bwd = phase("backward", engine.backward, loss)
                         del loss
-                        _, stp = phase(engine.step)
+                        _, stp = phase("step_phase", engine.step)
                         micro.append({"forward": fwd, "backward": bwd, "step_phase": stp})
                     top = {k: max((m[k] for m in micro), key=lambda r: r["peak"] or 0)
                            for k in ("forward", "backward", "step_phase")}
@@ -202,7 +207,9 @@ def worker(spec: dict) -> int:
                     point["alloc_retries"], point["ooms"] = stats.get("num_alloc_retries"), stats.get("num_ooms")
                     point["reserved_now"] = torch.cuda.memory_reserved()
             except torch.OutOfMemoryError as e:
-                point.update(steps=steps, error=f"out of memory: {str(e)[:300]}")
+                point.update(steps=steps, error=f"out of memory: {str(e)[:300]}", oom_phase=current["phase"],
+                             oom_message=str(e)[:1200], oom_allocated=alloc(),
+                             oom_reserved=torch.cuda.memory_reserved() if cuda else None)
                 engine.optimizer.zero_grad() if hasattr(engine.optimizer, "zero_grad") else None
             append(out, {"kind": "point", **point})
             print(f"{spec['model']} {spec['variant']} mb={mb} seq={seq} ckpt={ckpt}: "
@@ -260,7 +267,7 @@ def jobs(args) -> list[dict]:
     for c in json.loads(args.checks) if args.checks else []:  # a planner's picks, measured before the grid
         out.append({"model": c["model"], "variant": c["variant"], "sizes": [(c["micro_batch"], c["seq"])],
                     "checkpointing": [c["checkpointing"]], "grad_accum": c["grad_accum"], "alloc_conf": "",
-                    "trace": False, **({"budget": c["budget"]} if "budget" in c else {})})
+                    "trace": False, **{k: c[k] for k in ("budget", "limit") if k in c}})
     if args.no_grid:
         return out + jobs_expandable(args)
     first = args.models[0]
@@ -280,6 +287,24 @@ def jobs_expandable(args) -> list[dict]:
     sizes = dict(GRID).get(first, [(1, 32), (2, 64)]) if not args.dry_run else [(1, 32), (2, 64)]
     return [{"model": first, "variant": v, "sizes": sizes, "alloc_conf": "expandable_segments:True", "trace": False}
             for v in EXPANDABLE if v in args.variants]
+
+
+def fold(jsonl: Path, out: Path, note: str) -> None:
+    """The JSON lines of a run as one committed object: ``provenance`` (with ``note``), ``ops_build``, ``points``,
+    ``traces``, ``workers`` and ``skipped``, in the order they were written."""
+    lines = [json.loads(line) for line in jsonl.read_text().splitlines() if line.strip()]
+    kinds = {"points": "point", "traces": "trace", "workers": "worker"}
+    data = {"provenance": {**next(r for r in lines if r["kind"] == "provenance"), "note": note}}
+    data["provenance"].pop("kind")
+    build = [r for r in lines if r["kind"] == "ops_build"]
+    if build:
+        data["ops_build"] = {k: v for k, v in build[0].items() if k != "kind"}
+    for key, kind in kinds.items():
+        data[key] = [{k: v for k, v in r.items() if k != "kind"} for r in lines if r["kind"] == kind]
+    skipped = [r for r in lines if r["kind"] == "skipped"]
+    if skipped:
+        data["skipped"] = skipped[0]["jobs"]
+    out.write_text(json.dumps(data, indent=1) + "\n")
 
 
 def provenance(args) -> dict:
@@ -303,13 +328,19 @@ def main(argv=None) -> int:
     p.add_argument("--worker-timeout", type=float, default=150)
     p.add_argument("--no-expandable", dest="expandable", action="store_false")
     p.add_argument("--checks", help="JSON list of points to measure first: {model, variant, micro_batch, seq, "
-                   "checkpointing, grad_accum[, budget]}; a planner's pick carries the budget it was picked for")
+                   "checkpointing, grad_accum[, budget][, limit]}; a planner's pick carries the budget it was picked for; "
+                   "a limit (bytes) caps the process's GPU memory as a card of that size would")
     p.add_argument("--no-grid", action="store_true", help="only the --checks and the expandable_segments reruns")
     p.add_argument("--dry-run", action="store_true", help="tiny stand-ins of the models on the CPU")
+    p.add_argument("--fold", nargs=3, metavar=("JSONL", "JSON", "NOTE"),
+                   help="only write the JSON lines of a run as one object, as committed in dscourse/data")
     p.add_argument("--worker", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     if args.worker:
         return worker(json.loads(args.worker))
+    if args.fold:
+        fold(Path(args.fold[0]), Path(args.fold[1]), args.fold[2])
+        return 0
     if not args.out:
         p.error("--out is required")
     for v in args.variants:

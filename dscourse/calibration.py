@@ -7,6 +7,7 @@ that ``benchmarks/gpu_memory.py`` collects (``dscourse/data/gpu_memory_*.json``)
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 from . import package_path
@@ -118,10 +119,18 @@ def gpu_vs_formula_rows(world_size: int | None = None, paths=None) -> list[dict]
             if world_size is None or rec["world_size"] == world_size]
 
 
-def format_gpu_rows(rows: list[dict]) -> list[list]:
-    return [[r["shape"], r["variant"], format_bytes(r["measured"]), format_bytes(r["formula"]),
-             f"{100 * r['error']:+.2f}%", format_bytes(r["host_counted"]), format_bytes(r["host_formula"])]
-            for r in rows]
+def gpu_formula_table(rows: list[dict]) -> tuple[list[str], list[list], float]:
+    """(headers, rows, worst host error) of :func:`gpu_vs_formula` results: a row per variant, a column per model,
+    each cell the measured GPU bytes with the formula's error; host memory, which the formula gives exactly, is
+    summarised by its worst relative error instead of a column per model."""
+    models = list(dict.fromkeys(r["shape"] for r in rows))
+    cells: dict = {}
+    for r in rows:
+        cells.setdefault(r["variant"], {})[r["shape"]] = f"{format_bytes(r['measured'])} ({100 * r['error']:+.2f}%)"
+    host = max((abs(r["host_formula"] - r["host_counted"]) / r["host_counted"] for r in rows
+                if r["host_counted"] > 1e6), default=0.0)  # a few bytes of step counters are not a host footprint
+    return (["variant", *models],
+            [[variant, *(got.get(m, "") for m in models)] for variant, got in cells.items()], host)
 
 
 # --- The step's peak: dscourse.memory.peak against benchmarks/gpu_peak.py's H200 grid ---------------------------
@@ -188,3 +197,70 @@ def worst_errors(rows: list[dict], key: str = "error") -> dict:
             if cur is None or abs(r[key]) > abs(cur):
                 out[group][r[group]] = r[key]
     return out
+
+
+# --- A 24 GB card, and activation checkpointing's time: benchmarks/gpu_ckpt_oom.sh on the H200 -------------------
+
+CKPT_OOM_DATA = "gpu_ckpt_oom_h200.json"
+_ALLOCATE = re.compile(r"Tried to allocate ([\d.]+) (GiB|MiB)")
+
+
+def load_ckpt_oom(path=None) -> dict:
+    return json.loads(Path(path or DATA / CKPT_OOM_DATA).read_text())
+
+
+def _point_peak(p: dict) -> int | None:
+    return max((s[k]["peak"] for s in p["steps"] for k in _PHASE_KEYS.values()), default=None)
+
+
+def oom_walkthrough(path=None) -> list[dict]:
+    """The capped runs in the order they were tried (a reader's attempts on a 24 GB card), each beside
+    :func:`dscourse.memory.peak_of`: the predicted peak and its phase, whether it fits the cap, and what happened:
+    the measured peak, or the phase and step that ran out of memory and the size of the allocation refused."""
+    from .memory import peak_of
+    from .memory.hf import arch_from_file, hf_presets
+
+    data = load_ckpt_oom(path)
+    rows = []
+    for p in (p for p in data["points"] if "limit" in p):
+        arch = arch_from_file(hf_presets()[p["model"]])
+        pk = peak_of(arch, 1, p["stage"], p["micro_batch"], p["seq"], p["checkpointing"], p["offload_optimizer"],
+                     p["offload_param"], grad_accum=p["grad_accum"])
+        asked = _ALLOCATE.search(p.get("oom_message") or "")
+        rows.append({"model": p["model"], "variant": variant_name(p), "micro_batch": p["micro_batch"], "seq": p["seq"],
+                     "grad_accum": p["grad_accum"], "checkpointing": p["checkpointing"], "limit": p["limit"],
+                     "tokens_per_step": p["micro_batch"] * p["seq"] * p["grad_accum"],
+                     "predicted": pk.peak_bytes, "predicted_phase": pk.peak_phase,
+                     "predicted_fits": pk.peak_bytes <= p["limit"], "measured": _point_peak(p),
+                     "oom_phase": {"step_phase": "step"}.get(p.get("oom_phase"), p.get("oom_phase")),
+                     "oom_step": len(p["steps"]) + 1 if p.get("error") else None,
+                     "oom_asked": float(asked[1]) * (2**30 if asked[2] == "GiB" else 2**20) if asked else None,
+                     "oom_message": p.get("oom_message"),
+                     "step_seconds": _median_step(p) if not p.get("error") else None})
+    return rows
+
+
+def _median_step(p: dict, phases=("forward", "backward", "step_phase"), skip: int = 2) -> float:
+    """Median seconds of a step over the steps after the first ``skip`` (the first ones build kernels and state)."""
+    from statistics import median
+
+    return median(sum(s[k]["seconds"] for k in phases) for s in p["steps"][skip:])
+
+
+def checkpointing_cost(path=None) -> list[dict]:
+    """Activation checkpointing off and on in one engine, one worker on the GPU at a time: the peak and the median
+    step time (and forward + backward alone) of each, and their ratios."""
+    data = load_ckpt_oom(path)
+    grid = [p for p in data["points"] if "limit" not in p and not p.get("error")]
+    rows = []
+    for off in (p for p in grid if not p["checkpointing"]):
+        on = next(q for q in grid if q["checkpointing"] and all(
+            q[k] == off[k] for k in ("model", "variant", "micro_batch", "seq", "grad_accum")))
+        fb = [_median_step(p, ("forward", "backward")) for p in (off, on)]
+        step = [_median_step(p) for p in (off, on)]
+        rows.append({"model": off["model"], "variant": variant_name(off), "stage": off["stage"],
+                     "micro_batch": off["micro_batch"], "seq": off["seq"],
+                     "peak_off": _point_peak(off), "peak_on": _point_peak(on),
+                     "fwd_bwd_off": fb[0], "fwd_bwd_on": fb[1], "step_off": step[0], "step_on": step[1],
+                     "step_ratio": step[1] / step[0], "fwd_bwd_ratio": fb[1] / fb[0]})
+    return rows

@@ -32,11 +32,16 @@ STRATEGY = {"FULL_SHARD": "full", "SHARD_GRAD_OP": "grad_op", "NO_SHARD": "no_sh
 
 def fsdp_train(workdir: str | Path, strategy: str = "full", precision: str = "bf16", steps: int = 12,
                shape: str = "gpt2-tiny", nproc: int = 2, pool: int = 4, offload: bool = False,
-               mesh: tuple[int, int] | None = None, timeout: float = 600) -> list[dict]:
-    """Train with FSDP2 on ``nproc`` ranks (``dscourse.scripts.fsdp_run``); every rank's results."""
-    run = Path(workdir) / f"fsdp-{strategy}-{precision}{'-offload' if offload else ''}-{nproc}"
+               mesh: tuple[int, int] | None = None, reshard_after_forward: int | None = None,
+               timeout: float = 600) -> list[dict]:
+    """Train with FSDP2 on ``nproc`` ranks (``dscourse.scripts.fsdp_run``); every rank's results.
+    ``reshard_after_forward``: an int for ``strategy="full"`` (reshard to groups of that many ranks after forward)."""
+    run = Path(workdir) / (f"fsdp-{strategy}-{precision}{'-offload' if offload else ''}-{nproc}"
+                           + (f"-raf{reshard_after_forward}" if reshard_after_forward else ""))
     args = ["--strategy", strategy, "--precision", precision, "--steps", str(steps), "--shape", shape,
             "--pool", str(pool)]
+    if reshard_after_forward is not None:
+        args += ["--reshard-after-forward", str(reshard_after_forward)]
     if offload:
         args.append("--offload")
     if mesh:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from statistics import median
 
 from . import package_path
 from .tables import text_table
@@ -77,18 +78,30 @@ def _label(r: dict) -> str:
     return f"{r['micro_batch']}x{r['grad_accum']}" if r["grad_accum"] > 1 else str(r["micro_batch"])
 
 
+def _per_variant(rows: list[dict], value) -> tuple[list[str], dict]:
+    """Columns (micro-batch labels in order) and ``{(variant, pinned): {label: [value(row), ...]}}``: every machine's
+    measurement of one point together, so a table or figure shows one row or line per variant, not per machine."""
+    labels = list(dict.fromkeys(_label(r) for r in sorted(rows, key=lambda r: (r["micro_batch"], r["grad_accum"]))))
+    out: dict = {}
+    for r in sorted(rows, key=lambda r: VARIANT_ORDER.index(r["variant"]) if r["variant"] in VARIANT_ORDER else 99):
+        out.setdefault((r["variant"], r["pinned"]), {}).setdefault(_label(r), []).append(value(r))
+    return labels, out
+
+
+def _pinned_cell(variant_name: str, pinned: bool) -> str:
+    return ("true" if pinned else "false") if "offload" in variant_name else ""
+
+
 def throughput_table(data: dict | None = None) -> str:
     """Tokens/s: a row per variant (offload variants unpinned and pinned), a column per micro-batch (``16x4``:
-    micro-batch 16 with 4 accumulation steps)."""
+    micro-batch 16 with 4 accumulation steps); where several machines measured a point, their median."""
     rows = throughput_rows(data)
-    cols = sorted({(r["tokens_per_step"], _label(r)) for r in rows})
-    header = ["lease", "variant", "pin_memory", *[f"mb {c[1]}" for c in cols]]
-    table = []
-    for key in dict.fromkeys((r["lease"], r["variant"], r["pinned"]) for r in rows):
-        got = {_label(r): r["tokens_per_second"] for r in rows if (r["lease"], r["variant"], r["pinned"]) == key}
-        pinned = ("true" if key[2] else "false") if "offload" in key[1] else ""
-        table.append([key[0], key[1], pinned, *[f"{got[c[1]]:,.0f}" if c[1] in got else "" for c in cols]])
-    return text_table(header, table, align_right_from=3)
+    labels, cells = _per_variant(rows, lambda r: r["tokens_per_second"])
+    machines = {key: len({r["lease"] for r in rows if (r["variant"], r["pinned"]) == key}) for key in cells}
+    return text_table(["variant", "pin_memory", "machines", *(f"mb {label}" for label in labels)],
+                      [[v, _pinned_cell(v, pinned), str(machines[(v, pinned)]),
+                        *(f"{median(got[label]):,.0f}" if label in got else "" for label in labels)]
+                       for (v, pinned), got in cells.items()], align_right_from=2)
 
 
 def offload_slowdown(data: dict | None = None) -> list[dict]:
@@ -118,16 +131,16 @@ def offload_slowdown(data: dict | None = None) -> list[dict]:
 def offload_slowdown_table(data: dict | None = None) -> str:
     """How much slower each offload variant trains than the same stage without offload, one row per variant and a
     column per micro-batch, from comparisons made on one machine (an offload run and its baseline in the same
-    lease); ``*`` marks the points in the source chapter's 30–50%."""
-    rows = [r for r in offload_slowdown(data) if r["same_lease"]]
-    labels = list(dict.fromkeys(_label(r) for r in sorted(rows, key=lambda r: (r["micro_batch"], r["grad_accum"]))))
-    table: dict = {}
-    for r in rows:
-        cell = f"{100 * r['slowdown']:.0f}%{'*' if r['in_claim'] else ''}"
-        table.setdefault((r["variant"], str(r["pinned"]).lower()), {})[_label(r)] = cell
+    lease; where several machines made one, their median); ``*`` marks the points in the source's 30–50%."""
+    labels, cells = _per_variant([r for r in offload_slowdown(data) if r["same_lease"]], lambda r: r["slowdown"])
+
+    def cell(values):
+        s = median(values)
+        return f"{100 * s:.0f}%{'*' if CLAIM[0] <= s <= CLAIM[1] else ''}"
+
     return text_table(["offload variant", "pin_memory", *(f"mb {label}" for label in labels)],
-                      [[variant, pinned, *(cells.get(label, "") for label in labels)]
-                       for (variant, pinned), cells in table.items()], align_right_from=2)
+                      [[v, str(pinned).lower(), *(cell(got[label]) if label in got else "" for label in labels)]
+                       for (v, pinned), got in cells.items()], align_right_from=2)
 
 
 def offload_claim(data: dict | None = None, same_lease_only: bool = False) -> dict:
@@ -169,20 +182,23 @@ def throughput_figure(data: dict | None = None):
     rows = throughput_rows(data)
     colors = dict(zip(VARIANT_ORDER, ["#4C78A8", "#72B7B2", "#54A24B", "#F58518", "#E45756", "#B279A2", "#9D755D"]))
     fig = go.Figure()
-    for key in dict.fromkeys((r["lease"], r["variant"], r["pinned"]) for r in rows):
-        pts = [r for r in rows if (r["lease"], r["variant"], r["pinned"]) == key]
-        name = key[1] + (" (pin_memory)" if key[2] else "") + f"，机器 {key[0]}"
-        fig.add_scatter(x=[r["tokens_per_step"] for r in pts], y=[r["tokens_per_second"] for r in pts],
-                        mode="lines+markers", name=name, visible=True if key[0] in (1, 2, 4) else "legendonly",
-                        line={"color": colors.get(key[1], "#333"), "dash": "dash" if key[2] else "solid"},
-                        text=[f"micro-batch {_label(r)}" for r in pts],
+    labels, cells = _per_variant(rows, lambda r: r["tokens_per_second"])
+    tokens = {_label(r): r["tokens_per_step"] for r in rows}
+    for (v, pinned), got in cells.items():
+        pts = [label for label in labels if label in got]
+        name = v + (" (pin_memory)" if pinned else "")
+        fig.add_scatter(x=[tokens[label] for label in pts], y=[median(got[label]) for label in pts],
+                        mode="lines+markers", name=name,
+                        line={"color": colors.get(v, "#333"), "dash": "dash" if pinned else "solid"},
+                        text=[f"micro-batch {label}" + (f"（{len(got[label])} 台机器的中位数）" if len(got[label]) > 1 else "")
+                              for label in pts],
                         hovertemplate="%{text}<br>每步 %{x:,} 个 token<br>%{y:,.0f} tokens/s<extra>" + name + "</extra>")
-    zero2 = sorted((r for r in rows if r["variant"] == "ZeRO-2" and r["lease"] == rows[0]["lease"]),
-                   key=lambda r: r["tokens_per_step"])
+    zero2 = [(tokens[label], median(values)) for label, values in cells.get(("ZeRO-2", False), {}).items()]
     if zero2:
-        xs = [r["tokens_per_step"] for r in zero2]
-        fig.add_scatter(x=xs + xs[::-1], y=[0.7 * r["tokens_per_second"] for r in zero2]
-                        + [0.5 * r["tokens_per_second"] for r in zero2[::-1]], fill="toself", mode="none",
+        zero2.sort()
+        xs = [x for x, _ in zero2]
+        fig.add_scatter(x=xs + xs[::-1], y=[0.7 * y for _, y in zero2] + [0.5 * y for _, y in zero2[::-1]],
+                        fill="toself", mode="none",
                         fillcolor="rgba(128,128,128,0.2)", name="ZeRO-2 的 50–70%（即慢 30–50%）", hoverinfo="skip")
     prov = (data or load_throughput())["provenance"]
     fig.update_layout(title=f"{prov['shape']}，seq {prov['seq']}，{prov['gpu'].split(',')[0]}：吞吐与每步 token 数",
@@ -195,18 +211,20 @@ def slowdown_figure(data: dict | None = None):
     """Offload slowdown (%) against tokens per optimizer step, pinned and unpinned, with the claimed 30–50% band."""
     import plotly.graph_objects as go
 
-    rows = offload_slowdown(data)
+    rows = [r for r in offload_slowdown(data) if r["same_lease"]]  # an offload run beside its own baseline
     fig = go.Figure()
     xs = sorted({r["tokens_per_step"] for r in rows})
     if xs:
         fig.add_scatter(x=[xs[0], xs[-1], xs[-1], xs[0]], y=[30, 30, 50, 50], fill="toself", mode="none",
                         fillcolor="rgba(128,128,128,0.2)", name="原文：慢 30–50%", hoverinfo="skip")
-    for key in dict.fromkeys((r["lease"], r["variant"], r["pinned"]) for r in rows):
-        pts = [r for r in rows if (r["lease"], r["variant"], r["pinned"]) == key]
-        name = f"{key[1]} vs {pts[0]['baseline']}" + (" (pin_memory)" if key[2] else "") + f"，机器 {key[0]}"
-        fig.add_scatter(x=[r["tokens_per_step"] for r in pts], y=[100 * r["slowdown"] for r in pts],
-                        mode="lines+markers", name=name, line={"dash": "dash" if key[2] else "solid"},
-                        visible=True if key[0] in (1, 4) else "legendonly",
+    labels, cells = _per_variant(rows, lambda r: r["slowdown"])
+    tokens = {_label(r): r["tokens_per_step"] for r in rows}
+    baseline = {r["variant"]: r["baseline"] for r in rows}
+    for (v, pinned), got in cells.items():
+        pts = [label for label in labels if label in got]
+        name = f"{v} vs {baseline[v]}" + (" (pin_memory)" if pinned else "")
+        fig.add_scatter(x=[tokens[label] for label in pts], y=[100 * median(got[label]) for label in pts],
+                        mode="lines+markers", name=name, line={"dash": "dash" if pinned else "solid"},
                         hovertemplate="每步 %{x:,} 个 token：慢 %{y:.0f}%<extra>" + name + "</extra>")
     fig.update_layout(title="CPU offload 让训练慢多少（同 stage、同 micro-batch 对比）",
                       xaxis={"title": "每个优化器步的 token 数", "type": "log"},

@@ -27,6 +27,9 @@ SHAPES = {
     # Llama-2-7B with every width divided by 64, so every module holds ~4096x fewer elements: ZeRO-3's
     # gather schedule, decided in elements per module (dscourse.comm), is 7B's with its thresholds / 4096.
     "llama2-7b-scaled": _llama("llama2-7b-scaled", 32, 64, 4, 500, 172, 32),
+    # Big enough that a rank's copy of it (~58M parameters, 116 MB in bf16) stands far above the noise of a
+    # process's resident memory: the host-memory-when-loading measurement (dscourse.scripts.load_memory).
+    "llama-load-cpu": _llama("llama-load-cpu", 8, 512, 8, 32000, 1376, 256),
     # GPU scale.
     "gpt2-350m": _gpt2("gpt2-350m", 24, 1024, 16, 50257, 1024),
     "gpt2-1.3b": _gpt2("gpt2-1.3b", 24, 2048, 16, 50257, 1024),

@@ -12,6 +12,10 @@
 * ``no_shard`` (NO_SHARD, ~ZeRO-0 / DDP): a 2-D mesh (world, 1): replicate over every rank, shard over one;
 * ``hybrid`` (HYBRID_SHARD): a 2-D mesh ``--mesh R S``: replicate over R groups, shard inside each group of S.
 
+``--reshard-after-forward N`` (with ``full``) passes the integer N instead of ``True``: after forward each block keeps
+its parameters sharded over groups of N ranks (1/N each, in the compute dtype) instead of 1/world, so backward's
+all-gather runs inside a group of N (a node, say): FSDP2's analogue of ZeRO++ hpZ.
+
 The model is ``dscourse.models.build_model(--shape)`` after ``torch.manual_seed(--seed)``; rank r at step s
 trains on ``synthetic_batch(shape, micro, (s % pool) * world + r)``, torch's AdamW (``--lr``, by default
 ``dscourse.models.learning_rate(shape)``, no weight decay) with gradient clipping at 1.0: what ``train_run``
@@ -40,6 +44,9 @@ def parse_args(argv=None):
     p.add_argument("--strategy", default="full", choices=STRATEGIES, help="full (FULL_SHARD), grad_op (SHARD_GRAD_OP), no_shard (NO_SHARD), hybrid (HYBRID_SHARD)")
     p.add_argument("--mesh", type=int, nargs=2, default=None, metavar=("REPLICATE", "SHARD"),
                    help="2-D mesh for --strategy hybrid (REPLICATE x SHARD = number of ranks)")
+    p.add_argument("--reshard-after-forward", type=int, default=None, metavar="N",
+                   help="with --strategy full: reshard to groups of N ranks after forward (a divisor of the world "
+                        "size, not 1 and not the world size itself)")
     p.add_argument("--precision", default="bf16", choices=["bf16", "fp32"])
     p.add_argument("--offload", action="store_true", help="CPUOffloadPolicy: shards, grads, optimizer state on CPU")
     p.add_argument("--shape", default="gpt2-tiny", choices=sorted(SHAPES))
@@ -57,6 +64,8 @@ def parse_args(argv=None):
         p.error(f"--steps and --micro-batch must be at least 1, not {args.steps} and {args.micro_batch}")
     if args.strategy == "hybrid" and not args.mesh:
         p.error("--strategy hybrid needs --mesh REPLICATE SHARD (for example --mesh 2 2 on 4 ranks)")
+    if args.reshard_after_forward is not None and args.strategy != "full":
+        p.error(f"--reshard-after-forward is for --strategy full, not {args.strategy}")
     if args.mesh and args.strategy != "hybrid":
         p.error(f"--mesh is for --strategy hybrid; --strategy {args.strategy} builds its own mesh")
     return args
@@ -74,12 +83,13 @@ def build_mesh(strategy: str, world: int, mesh_shape=None, device: str = "cpu"):
     return init_device_mesh(device, shape, mesh_dim_names=("replicate", "shard"))
 
 
-def shard_model(model, mesh, strategy: str, precision: str, offload: bool):
+def shard_model(model, mesh, strategy: str, precision: str, offload: bool, reshard_after_forward: int | None = None):
     """``fully_shard`` every transformer block, then the root (embeddings, final norm, tied output layer)."""
     import torch
     from torch.distributed.fsdp import CPUOffloadPolicy, MixedPrecisionPolicy, OffloadPolicy, fully_shard
 
-    kwargs = {"mesh": mesh, "reshard_after_forward": strategy != "grad_op",
+    reshard = reshard_after_forward if reshard_after_forward is not None else strategy != "grad_op"
+    kwargs = {"mesh": mesh, "reshard_after_forward": reshard,
               "offload_policy": CPUOffloadPolicy(pin_memory=False) if offload else OffloadPolicy()}
     if precision == "bf16":
         # bf16 compute and bf16 gradient reduction from fp32 shards: DeepSpeed's bf16 ZeRO-3 also reduces
@@ -107,6 +117,8 @@ def gathered_param_elements(model) -> int:
             total += fp.sharded_param.to_local().numel()
             if fp.sharded_state == ShardedState.UNSHARDED:
                 total += fp.unsharded_param.numel()
+            elif fp.sharded_state == ShardedState.SHARDED_POST_FORWARD:  # reshard_after_forward=<int>
+                total += fp._sharded_post_forward_param_data.numel()
     return total
 
 
@@ -124,7 +136,12 @@ def main(argv=None) -> int:
     model = build_model(shape).to(device)
     total_params, _ = count_params(model)
     mesh = build_mesh(args.strategy, world, args.mesh, device.type)
-    shard_model(model, mesh, args.strategy, args.precision, args.offload)
+    world_size = mesh.size(-1)
+    if args.reshard_after_forward is not None and (args.reshard_after_forward in (1, world_size)
+                                                   or world_size % args.reshard_after_forward):
+        raise SystemExit(f"--reshard-after-forward {args.reshard_after_forward}: give a divisor of the {world_size} "
+                         "ranks other than 1 and the world size itself (for example 2 on 4 ranks)")
+    shard_model(model, mesh, args.strategy, args.precision, args.offload, args.reshard_after_forward)
     optimizer = torch.optim.AdamW(model.parameters(), lr=args.lr, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0)
 
     losses, seconds, during = {}, [], None
@@ -154,7 +171,7 @@ def main(argv=None) -> int:
     where = {cat: sorted({dev for dev, c, _ in paths.values() if c == cat}) for cat in ("params", "grads", "optim")}
     first = next(p for p in model.parameters())
     result = {"rank": rank, "world_size": world, "strategy": args.strategy, "precision": args.precision,
-              "offload": args.offload, "mesh": list(mesh.shape), "placements": [str(p) for p in first.placements],
+              "offload": args.offload, "reshard_after_forward": args.reshard_after_forward, "mesh": list(mesh.shape), "placements": [str(p) for p in first.placements],
               "params": total_params, "param_dtype": str(first.dtype).replace("torch.", ""),
               "held": held, "where": where, "param_elements_between_forward_and_backward": during,
               "losses": losses, "seconds_per_step": seconds, "micro_batch": args.micro_batch}

@@ -290,7 +290,7 @@ assert all(gap < 2e-2 for gap in gaps.values())
 # 其余模型（另一种规模、另一种架构）是检验它能否推广的留出集。
 
 # %%
-from dscourse.calibration import format_gpu_rows, gpu_vs_formula, load_gpu_runs
+from dscourse.calibration import gpu_formula_table, gpu_vs_formula, load_gpu_runs
 
 provenance, records = load_gpu_runs()
 print(text_table(["file", "GPU, driver, memory", "torch", "deepspeed", "transformers", "date"],
@@ -299,8 +299,10 @@ print(text_table(["file", "GPU, driver, memory", "torch", "deepspeed", "transfor
 CALIBRATED = {"gpt2-350m"}
 gpu_rows = [gpu_vs_formula(r) for r in records if r["micro_batch"] == 1]
 print()
-print(text_table(["model", "variant", "measured GPU", "formula GPU", "error", "host counted", "host formula"],
-                 format_gpu_rows(gpu_rows), align_right_from=2))
+headers, table, host_error = gpu_formula_table(gpu_rows)
+print("GPU memory between steps, measured (the allocated formula's error):")
+print(text_table(headers, table, align_right_from=1))
+print(f"\nhost memory (offload runs): the formula within {100 * host_error:.2f}% of the bytes counted on the host")
 
 # %%
 worst = {}
@@ -442,6 +444,41 @@ for model in ("Llama-3.2-1B", "Qwen2.5-0.5B", "Qwen3-0.6B"):
 print(text_table(["model", "peak, checkpointing off", "on", "saved", "peak model (on)"], ck_rows))
 glue("ckpt_llama", f"{ck_rows[0][1]} → {ck_rows[0][2]}（省 {ck_rows[0][3]}）")
 
+# %% [markdown]
+# 省下的显存要用时间换：反向时每层的前向要再算一遍。同一个引擎里先关后开 checkpointing，各训练 6 步，取后 4 步的中位数
+# （H200，同一时间只有这一个进程用 GPU）：
+
+# %%
+from dscourse.calibration import checkpointing_cost, load_ckpt_oom
+
+cost = checkpointing_cost()
+print(text_table(["model", "stage", "micro-batch x seq", "peak off -> on", "step off -> on", "step", "fwd+bwd"],
+                 [[r["model"], r["variant"], f"{r['micro_batch']} x {r['seq']}",
+                   f"{format_bytes(r['peak_off'])} -> {format_bytes(r['peak_on'])}",
+                   f"{r['step_off']:.3f} -> {r['step_on']:.3f} s", f"+{100 * (r['step_ratio'] - 1):.0f}%",
+                   f"+{100 * (r['fwd_bwd_ratio'] - 1):.0f}%"] for r in cost], align_right_from=3))
+busy = [r for r in cost if r["step_off"] >= 0.2]  # steps long enough that kernel launches do not dominate
+z2 = [r["step_ratio"] for r in busy if r["stage"] == 2]
+z3 = [r["step_ratio"] for r in busy if r["stage"] == 3]
+print(f"\nsteps of 0.2 s or more: ZeRO-2 +{100 * (min(z2) - 1):.0f}% to +{100 * (max(z2) - 1):.0f}%, "
+      f"ZeRO-3 +{100 * (min(z3) - 1):.0f}% to +{100 * (max(z3) - 1):.0f}% per step")
+assert all(r["step_ratio"] > 1 and r["peak_on"] <= r["peak_off"] for r in cost)
+glue("ckpt_time_z2", f"{100 * (min(z2) - 1):.0f}–{100 * (max(z2) - 1):.0f}%")
+glue("ckpt_time_z3", f"{100 * (min(z3) - 1):.0f}–{100 * (max(z3) - 1):.0f}%")
+
+# %% [markdown]
+# 重算一遍前向，理论上让前向加反向多花约三分之一（反向约是前向的两倍）；ZeRO-2 实测每步多花的比这少，因为 optimizer step
+# 不重算。ZeRO-3 多得更多：重算的前向同样要经过每个模块的参数收集钩子。小尺寸（每步不到 0.2 s）的点受内核启动主导，
+# 比例跳动大，上面只按每步 0.2 s 以上的点下结论。开关的办法：
+#
+# - Hugging Face 模型：`model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})`，
+#   用 Trainer 时是 `TrainingArguments(gradient_checkpointing=True)`；
+# - 自己的模型：`torch.utils.checkpoint.checkpoint(block, x, use_reentrant=False)` 包住每个 block；DeepSpeed 也有自己的
+#   `deepspeed.checkpointing`（配置里的 `activation_checkpointing` 段，`partition_activations` 等键），它为 Megatron 式的
+#   模型并行而写：只有代码调用 `deepspeed.checkpointing.configure(mpu, deepspeed_config=...)` 并用
+#   `deepspeed.checkpointing.checkpoint` 包住每层时，这一段才被读取（`deepspeed/runtime/activation_checkpointing/checkpointing.py`
+#   的 `configure`；`deepspeed.initialize` 不读它），配置段本身不会替你打开 checkpointing。
+#
 # %% [markdown]
 # ### 分配器还要多少：`max_memory_reserved`
 #
@@ -603,7 +640,109 @@ glue("seed_offload_budget",
 #   （bf16 参数 2 + fp32 主权重 4 + fp32 梯度 4 + bf16 梯度 2 + Adam 8），70B 需要约 1.4 TB 内存；
 #   原文推荐的 256 GB 只够约 13B。再往下只能 offload 到 NVMe（ZeRO-Infinity，`offload_optimizer`/`offload_param` 的 `"device": "nvme"`）；
 #   本书没有测 NVMe offload 的速度，CPU offload 的速度代价见 4.3 节（`03_trainer_integration` 第 8 节的 GPU 实测）。
+
+# %% [markdown]
+# ## 9. 排查一次 OOM：24 GB 的卡上训练 Llama-3.2-1B
 #
+# 一个常见的处境：一张 24 GB 的卡（RTX 4090、A10、L4 都是这个量级），想全参数微调 Llama-3.2-1B，每个优化器步 16k 个 token
+# （4 条 × 4096）。下面每一次尝试都真的在 H200 上跑过：进程先用 `torch.cuda.set_per_process_memory_fraction` 把自己限制在
+# 24 GB，分配器拒绝超出的申请，报的就是真实的 `torch.OutOfMemoryError`。每一行旁边是峰值模型事先给出的预测：
+
+# %%
+from dscourse.calibration import oom_walkthrough
+
+tries = oom_walkthrough()
+
+
+def outcome(r):
+    if r["oom_phase"]:
+        return f"OOM in step {r['oom_step']}'s {r['oom_phase']} (asked {format_bytes(r['oom_asked'])})"
+    return f"fits: peak {format_bytes(r['measured'])}, {r['step_seconds']:.2f} s/step"
+
+
+print(text_table(["#", "setting", "tokens/step", "predicted peak", "fits 24 GB?", "on the capped H200"],
+                 [[i, f"{r['variant']}, {r['micro_batch']} x {r['seq']}"
+                   + (f" x GA {r['grad_accum']}" if r["grad_accum"] > 1 else "")
+                   + (", checkpointing" if r["checkpointing"] else ""), f"{r['tokens_per_step']:,}",
+                   f"{format_bytes(r['predicted'])} ({r['predicted_phase']})",
+                   "yes" if r["predicted_fits"] else "no", outcome(r)] for i, r in enumerate(tries, 1)],
+                 align_right_from=99))
+assert all(r["predicted_fits"] == (r["oom_phase"] is None) for r in tries)  # every verdict came true
+fitted = [r for r in tries if r["measured"] and not r["oom_phase"]]
+worst_fit = max(abs(r["predicted"] - r["measured"]) / r["measured"] for r in fitted)
+print(f"\nwhere it fitted, the predicted peak was within {100 * worst_fit:.2f}% of the measured one")
+glue("oom_worst_fit", f"{100 * worst_fit:.2f}%")
+glue("oom_tries", len(tries))
+
+# %% [markdown]
+# **第 1 次：读报错。** 把第一次的报错原样打印出来，每个数都有用：
+
+# %%
+import textwrap
+
+print(textwrap.fill(tries[0]["oom_message"].split("  See documentation")[0], 110))
+
+# %% [markdown]
+# - “Tried to allocate 1002.00 MiB”是压垮它的那一次申请，不是缺口的全部；
+# - “this process has 23.03 GiB memory in use”“allowed 22.35 GiB”：24 GB 就是 22.35 GiB（报错用 GiB，本书用 GB）；
+# - “allocated by PyTorch”是活着的张量，“reserved by PyTorch but unallocated”是缓存里的空闲块（碎片）。后者大时才值得试
+#   `PYTORCH_CUDA_ALLOC_CONF=expandable_segments:True`；这里只有 763 MiB，换设置救不了。
+#
+# 它崩在**第 2 步**的前向，而第 1 步顺利跑完：Adam 的两份状态是第一次 `step()` 时才分配的，所以“第一步能跑”什么也不说明，
+# 要看峰值。峰值模型在 optimizer step 上（27.26 GB），下面是它逐项的账（这就是 CPU 上也能做的排查：不需要 GPU）：
+
+# %%
+memory_cli(["--model-config", "Llama-3.2-1B", "--gpus", "1", "--stage", "2", "--micro-batch", "1", "--seq", "2048"])
+
+# %% [markdown]
+# 峰值里一大半是优化器（Adam 的 m、v，fp32 主权重，以及 step 时展平成 fp32 的梯度），所以：
+#
+# - **第 2 次**打开 activation checkpointing：没用，它只省激活值，这次 OOM 推迟到第 2 步的 optimizer step；
+# - **第 3 次**把优化器 offload 到 CPU（`offload_optimizer: {"device": "cpu"}`）：峰值降到 10 GB 以下，放得下；
+# - **第 4、5 次**把每步的 token 提到 4 × 4096：峰值回到反向，这回是激活值和 logits 链；checkpointing 也救不了，它拒绝的 7.83 GiB
+#   正是 4 × 4096 × 128256 个 fp32 的 logits（Llama-3 的词表大）——checkpointing 不管 logits；
+# - **第 6–8 次**保持每步 16k 个 token，改成更小的 micro-batch 加梯度累积：都放得下，峰值与预测相差不到 0.01%。
+#
+# 排查的顺序因此是：先看 OOM 落在哪个阶段（报错前最后的日志，或者 `python -m dscourse.memory` 逐项的账），再对症下药：
+#
+# | 峰值落在 | 有用的办法 | 没用的办法 |
+# |---|---|---|
+# | optimizer step（Adam、主权重、fp32 梯度） | 更高的 ZeRO stage 和更多的卡、`offload_optimizer`、更小的 `sub_group_size`（ZeRO-3） | checkpointing、更小的 micro-batch |
+# | 前向/反向（激活值、logits） | 更小的 micro-batch 加梯度累积、checkpointing（只对激活值） | offload 优化器 |
+# | 两步之间就放不下 | ZeRO-3、`offload_param` | 一切只动激活值的办法 |
+#
+# 在 GPU 上定位时，`deepspeed.runtime.utils.see_memory_usage("tag", force=True)` 在任意位置打印已分配（MA）、其峰值（Max_MA）、
+# 缓存（CA）的显存和主机内存；配置里的 `"memory_breakdown": true` 让引擎在前向、反向、step 前后各调用它一次。注意它每次都把
+# 峰值统计清零（`deepspeed/runtime/utils.py` 的 `see_memory_usage` 末尾）：开着它时，自己读到的 `max_memory_allocated()`
+# 只是上一次打印以来的峰值。`torch.cuda.memory._record_memory_history()`
+# 加 `torch.cuda.memory._dump_snapshot("snap.pickle")` 记下每一次分配，拖进 <https://pytorch.org/memory_viz> 就能看到图 4.1-1 那样的时间线。
+#
+# ### 选 micro-batch 与梯度累积
+#
+# 三种放得下的写法每步都是 16k 个 token，数学上等价（同样的全局 batch），只差显存和时间：
+
+# %%
+same = [r for r in tries if r["tokens_per_step"] == 16384 and not r["oom_phase"]]
+fastest = min(same, key=lambda r: r["step_seconds"])
+for r in same:
+    print(f"{r['micro_batch']} x {r['seq']} x GA {r['grad_accum']}{', checkpointing' if r['checkpointing'] else '':15s}"
+          f" peak {format_bytes(r['measured']):>8s}  {r['step_seconds']:.2f} s/step")
+glue("ga_fastest", f"micro-batch {fastest['micro_batch']} × 累积 {fastest['grad_accum']}、不开 checkpointing，"
+                   f"每步 {fastest['step_seconds']:.2f} s，峰值 {format_bytes(fastest['measured'])}")
+
+# %% [markdown]
+# 规则：
+#
+# 1. 全局 batch（每步 token 数）是训练超参数，先定下来；`train_batch_size = micro-batch × gradient_accumulation_steps × GPU 数`，
+#    DeepSpeed 在启动时核对这个等式（4.2 节）。
+# 2. micro-batch 取**不开 checkpointing 就放得下的最大值**：它决定 GPU 的利用率（4.3 节的吞吐表里，GPT-2 350M 的 micro-batch 从 1 到 16，
+#    tokens/s 涨了十倍以上），再用梯度累积凑够全局 batch；累积还摊薄了每步一次的 optimizer step（offload 时尤其明显）。
+# 3. 只有当不开就连 micro-batch 1 都放不下，或者开了能把 micro-batch 提高好几倍时，才开 checkpointing：它每步要多花上面测的那些时间。
+#    本例中 micro-batch 1 × 累积 4 不开 checkpointing 最快。
+# 4. 累积期间 ZeRO-1 在每个 micro-batch 之间留着完整的 bf16 梯度和规约桶，ZeRO-2 只留自己的梯度分区（峰值模型的
+#    `accumulation_terms`，逐项引了 DeepSpeed 的源码）：要累积时优先 ZeRO-2。
+
+# %% [markdown]
 # ## 小结
 #
 # - 混合精度 Adam：每参数 16 字节（论文），原文的 12 字节漏了 fp32 主权重。
@@ -612,3 +751,5 @@ glue("seed_offload_budget",
 # - OOM 由训练一步中的**峰值**决定，不是两次 step 之间的模型状态：峰值是它的数倍，词表大时 logits 链是最大的一项；
 #   `dscourse.memory.peak` 逐项算出峰值，在留作检验的 H200 实测上误差在 1% 以内。
 # - 判断“放不放得下”要同时算 GPU 峰值（再给分配器留约 20% 余量）和主机内存；`python -m dscourse.memory plan` 列出放得下的配置。
+# - OOM 先看落在哪个阶段：optimizer step 上的用 ZeRO stage 或 offload 解决，前向/反向上的用更小的 micro-batch 加累积或 checkpointing；
+#   checkpointing 每步多花 ZeRO-2 约两成、ZeRO-3 约四成的时间，只在必要时开。

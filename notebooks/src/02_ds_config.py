@@ -229,7 +229,7 @@ from dscourse.config import ConfigReadError, check_config, deepspeed_verdict, re
 
 corpus = CONFIGS / "corpus"
 expected = json.loads((corpus / "expected.json").read_text())
-rows, silent, warned = [], 0, 0
+groups, silent, warned = {}, 0, 0  # a table per part of the config, in the order of the file
 for name, info in sorted(expected.items()):
     if not name.startswith("bad_"):
         continue
@@ -243,11 +243,14 @@ for name, info in sorted(expected.items()):
     verdict = deepspeed_verdict(corpus / name, world_size=info.get("world_size") or 1)  # DeepSpeed reads the file
     silent += verdict.startswith("accepted silently")
     warned += verdict.startswith("accepted with a warning")
-    rows.append([name.removeprefix("bad_").removesuffix(".json"), first.severity if first else "—",
-                 first.path if first else "—", textwrap.shorten(verdict, 72, placeholder=" …")])
-print(text_table(["mistake", "checker", "key path", "DeepSpeed 0.19.8 itself"], rows, align_right_from=9))
-print(f"\n{len(rows)} classic mistakes: the checker reports every one; DeepSpeed accepts {silent} of them "
-      f"without a word and {warned} with only a warning")
+    groups.setdefault(info["group"], []).append(
+        [name.removeprefix("bad_").removesuffix(".json"), first.severity if first else "—", first.path if first else "—",
+         textwrap.shorten(verdict, 72, placeholder=" …")])
+for group, rows in groups.items():
+    print(f"{group}:")
+    print(text_table(["mistake", "checker", "key path", "DeepSpeed 0.19.8 itself"], rows, align_right_from=9), "\n")
+print(f"{sum(map(len, groups.values()))} classic mistakes: the checker reports every one; DeepSpeed accepts {silent} of "
+      f"them without a word and {warned} with only a warning")
 # The same duplicate key handed over as a dict, as the HF Trainer and Accelerate do after their json.load:
 dup_text = (corpus / "bad_duplicate_key.json").read_text()
 print("\nbad_duplicate_key.json as a file:", deepspeed_verdict(corpus / "bad_duplicate_key.json"))

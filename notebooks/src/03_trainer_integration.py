@@ -173,6 +173,55 @@ print(f"config file: {acc_file.ranks[0]['model_class']}, ZeRO stage {acc_file.ra
 assert same
 
 # %% [markdown]
+# ### 优化器写在 DeepSpeed 配置里：`deepspeed_config_file` 与 `DummyOptim`
+#
+# 上面两种写法里，优化器是脚本里的 `torch.optim.AdamW`，DeepSpeed 配置由 Accelerate 生成。想让 `ds_config.json` 决定一切
+# （优化器、学习率调度、ZeRO 的每个键）时，把它交给 `--deepspeed_config_file`（配置文件里是 `deepspeed_config_file: ds_config.json`），
+# 脚本里用 Accelerate 的占位对象 `DummyOptim` 和 `DummyScheduler` 代替真的优化器和调度器——它们只携带参数、学习率和步数，
+# `accelerator.prepare` 用这些值填配置里的 `"auto"`，然后由 DeepSpeed 按配置建优化器。下面的配置里 `torch_adam: true`
+# 让 DeepSpeed 用 PyTorch 的 AdamW（没有 GPU 时 FusedAdam 编译不了；在 GPU 上删掉这一项）：
+
+# %%
+ds_file = CONFIGS / "ds_config_accelerate.json"
+print(ds_file.read_text())
+ds_flags = ["--use_deepspeed", "--deepspeed_config_file", str(ds_file), "--mixed_precision", "bf16"]
+acc_dummy = run_ranks("dscourse.scripts.accelerate_train", ["--shape", SHAPE, "--save-state"], nproc=NPROC,
+                      launcher="accelerate", launcher_args=[*ds_flags, f"--num_processes={NPROC}"], timeout=600,
+                      env=isolated, out_dir=WORK / "accelerate-dummy")
+print(f"$ {cmd(acc_dummy)}\n")
+r = acc_dummy.ranks[0]
+print(f"{r['model_class']}, ZeRO stage {r['zero_stage']}: {r['optimizer_class']} around {r['basic_optimizer']}, "
+      f"scheduler {r['scheduler_class']}")
+filled = {k: r["ds_config"][k] for k in ("optimizer", "scheduler", "steps_per_print")}
+print("what Accelerate filled in:", json.dumps(filled))
+print("accelerator.save_state wrote:", *r["saved_state"], sep="\n  ")
+assert r["zero_stage"] == 2 and r["scheduler_class"] == "WarmupLR" and "auto" not in json.dumps(r["ds_config"])
+assert any(f.endswith("optim_states.pt") for f in r["saved_state"])
+
+# %% [markdown]
+# 同一个配置，脚本却传了真正的 `torch.optim.AdamW`（一个进程就够看到）：
+
+# %%
+both = run_ranks("dscourse.scripts.accelerate_train", ["--shape", SHAPE, "--optimizer", "torch"], nproc=1,
+                 launcher="accelerate", launcher_args=[*ds_flags, "--num_processes=1"], timeout=600, env=isolated,
+                 out_dir=WORK / "accelerate-both")
+print(f"$ {cmd(both)}\n")
+print("accelerator.prepare raised ValueError:", both.ranks[0]["prepare_error"])
+assert "DummyOptim" in both.ranks[0]["prepare_error"]
+
+# %% [markdown]
+# - 配置里有 `optimizer` 段，代码就必须传 `DummyOptim`；反过来，配置里没有 `optimizer` 却传了 `DummyOptim`，`prepare` 同样报错
+#   （`accelerate/accelerator.py` 的 `_prepare_deepspeed`）。调度器同理：配置里有 `scheduler` 段就传 `DummyScheduler`。
+# - `DummyOptim(lr=...)` 的学习率和 `weight_decay`（默认 0）填进配置的 `"auto"`；`DummyScheduler` 的 `warmup_num_steps` 默认是 0，
+#   DeepSpeed 0.19.6 起拒绝 0，Accelerate 1.15 把它至少设为 1。
+# - `accelerator.save_state()` 在 DeepSpeed 下调用的就是引擎的 `save_checkpoint`：每个 rank 的优化器分片、模型状态、`latest`，
+#   外加 Accelerate 自己的随机数状态；`accelerator.load_state()` 读回它们。
+# - `zero3_init_flag`（命令行 `--zero3_init_flag`）让 `from_pretrained` 在构造时就按 ZeRO-3 切分：Accelerate 为此创建的正是下面
+#   第 3 部分讲的 `HfDeepSpeedConfig`。配置是 ZeRO-3 时它默认打开，别的 stage 下被忽略并给出警告（`accelerate/utils/dataclasses.py`
+#   的 `DeepSpeedPlugin`）。
+# - 上面填好的配置里多了 `"steps_per_print": Infinity`：Accelerate 总是这样关掉 DeepSpeed 自己的每步日志。
+
+# %% [markdown]
 # ## 3. ZeRO-3 + CPU offload，真实训练
 #
 # 4.2 节修正过的 `ds_config_zero3_offload.json`（原文的 ZeRO-3 Offload 配置：去掉注释、`fp16` 改由 Trainer 决定、
