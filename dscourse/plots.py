@@ -239,6 +239,44 @@ def peak_timeline(traces: list[dict] | None = None, name: str = "peak-timeline")
     return Figure(fig, name, height=460)
 
 
+def oom_attempts(tries: list[dict] | None = None, name: str = "oom-attempts") -> Figure:
+    """A reader's attempts on a 24 GB card (``dscourse.calibration.oom_walkthrough``): the predicted peak of each
+    as a bar, green where it fits the cap and red where not, the measured peak (or where it ran out of memory)
+    beside it, and the cap as a line."""
+    import plotly.graph_objects as go
+
+    from .calibration import oom_walkthrough
+    from .memory.peak import PHASE_LABELS as labels
+
+    tries = tries if tries is not None else oom_walkthrough()
+
+    def setting(r):
+        return (f"{r['variant'].replace(' +offload opt', ' + offload')}, {r['micro_batch']}×{r['seq']}"
+                + (f" ×{r['grad_accum']}" if r["grad_accum"] > 1 else "") + (" ckpt" if r["checkpointing"] else ""))
+
+    y = [f"{i}. {setting(r)}" for i, r in enumerate(tries, 1)]
+    fig = go.Figure()
+    fig.add_bar(y=y, x=[round(r["predicted"] / 1e9, 2) for r in tries], orientation="h", name="峰值模型的预测",
+                marker_color=[GREEN if r["predicted_fits"] else RED for r in tries],
+                text=[labels[r["predicted_phase"]] for r in tries], textposition="inside",
+                hovertemplate="预测峰值 %{x:.2f} GB（%{text}）<extra></extra>")
+    ok = [(yy, r) for yy, r in zip(y, tries) if not r["oom_phase"]]
+    fig.add_scatter(y=[yy for yy, _ in ok], x=[round(r["measured"] / 1e9, 2) for _, r in ok], mode="markers",
+                    name="实测峰值（放得下）", marker=dict(symbol="diamond", size=11, color=NEUTRALS[0]),
+                    hovertemplate="实测峰值 %{x:.2f} GB<extra></extra>")
+    bad = [(yy, r) for yy, r in zip(y, tries) if r["oom_phase"]]
+    fig.add_scatter(y=[yy for yy, _ in bad], x=[r["limit"] / 1e9 for _, r in bad], mode="markers",
+                    name="OOM", marker=dict(symbol="x", size=12, color=NEUTRALS[0]),
+                    text=[f"第 {r['oom_step']} 步的{labels[r['oom_phase']]}里 OOM，申请 {r['oom_asked'] / 2**30:.2f} GiB 被拒"
+                          for _, r in bad], hovertemplate="%{text}<extra></extra>")
+    cap = tries[0]["limit"] / 1e9 if tries else 24
+    fig.add_vline(x=cap, line_dash="dash", line_color=NEUTRALS[1])
+    fig.update_layout(title=f"Llama-3.2-1B 在 {cap:.0f} GB 上限下的 {len(tries)} 次尝试", barmode="overlay",
+                      xaxis_title="每张 GPU 的峰值（GB）", yaxis_autorange="reversed", legend_orientation="h",
+                      legend_y=-0.2, margin=dict(l=230, t=60))
+    return Figure(fig, name, height=460)
+
+
 def loss_scale_explorer(windows=(50, 100, 200, 500, 1000, 2000), window: int = 1000, scenario: str = "healthy",
                         steps: int = 3000, seed: int = 0, name: str = "loss-scale-static") -> Figure:
     """DeepSpeed's dynamic loss scaler (fp16, other keys at DeepSpeed's defaults) over each gradient scenario:

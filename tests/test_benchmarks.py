@@ -150,3 +150,15 @@ def test_peak_benchmark_dry_run_records_every_phase(tmp_path):
     assert points[0]["family"] == "qwen3" and points[0]["optimizer"] == "DeepSpeedZeroOptimizer_Stage3"
     assert [r["rc"] for r in lines if r["kind"] == "worker"] == [0]
     assert "--deadline" in _run("benchmarks/gpu_peak.py", "--help").stdout
+
+
+def test_peak_benchmark_folds_its_json_lines_into_the_committed_layout(tmp_path):
+    lines = [{"kind": "provenance", "date": "2026-12-04", "gpu": "X"}, {"kind": "ops_build", "seconds": 1},
+             {"kind": "point", "model": "m"}, {"kind": "worker", "rc": 0}, {"kind": "trace", "stage": 2}]
+    src = tmp_path / "run.jsonl"
+    src.write_text("\n".join(json.dumps(r) for r in lines) + "\n")
+    done = _run("benchmarks/gpu_peak.py", "--fold", str(src), str(tmp_path / "run.json"), "one call")
+    assert done.returncode == 0, done.stderr[-2000:]
+    data = json.loads((tmp_path / "run.json").read_text())
+    assert data["provenance"] == {"date": "2026-12-04", "gpu": "X", "note": "one call"}
+    assert data["points"] == [{"model": "m"}] and data["workers"] == [{"rc": 0}] and data["traces"] == [{"stage": 2}]

@@ -103,3 +103,12 @@ def test_fsdp_run_rejects_bad_input_with_a_message(args, message):
     done = subprocess.run([sys.executable, "-m", "dscourse.scripts.fsdp_run", *args, "--out", "unused"],
                           capture_output=True, text=True, timeout=120)
     assert done.returncode == 2 and message in done.stderr
+
+
+def test_reshard_after_forward_int_is_for_full_shard_only(capsys):
+    from dscourse.scripts import fsdp_run
+
+    with pytest.raises(SystemExit):
+        fsdp_run.parse_args(["--strategy", "grad_op", "--reshard-after-forward", "2", "--out", "x"])
+    assert "--reshard-after-forward is for --strategy full" in capsys.readouterr().err
+    assert fsdp_run.parse_args(["--reshard-after-forward", "2", "--out", "x"]).reshard_after_forward == 2

@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -179,8 +180,6 @@ def test_every_section_page_closes_with_its_takeaways(page):
 def test_section_figures_are_named_and_captioned():
     """Every {dscourse-figure} on a section page has a label (for {numref}) and a Chinese caption; the directive
     refuses one without (book/_ext/section_figures.py), so the strict build fails rather than show a bare plot."""
-    import re
-
     found = 0
     for page in SECTION_PAGES:
         for block in re.findall(r":::\{dscourse-figure\}[^\n]*\n(.*?)\n:::", page.read_text(encoding="utf-8"), re.S):
@@ -189,6 +188,24 @@ def test_section_figures_are_named_and_captioned():
             caption = "\n".join(line for line in block.splitlines() if line and not line.startswith(":"))
             assert re.search(r"[\u4e00-\u9fff]", caption), (page.name, "caption not in Chinese")
     assert found >= 5
+
+
+_TEXT_RULE = re.compile(r"^-+(  +-+)+\s*$")  # the rule under a dscourse.tables.text_table header
+
+
+@pytest.mark.parametrize("notebook", sorted((ROOT / "notebooks").glob("*.ipynb")), ids=lambda p: p.stem)
+def test_notebook_tables_stay_small(notebook):
+    """Every table a notebook prints (dscourse.tables.text_table: a header, a rule, rows up to a blank line) has at
+    most 12 rows, as the book pages' own tables: notebook pages are pages of the book too."""
+    nb = json.loads(notebook.read_text(encoding="utf-8"))
+    for index, cell in enumerate(nb["cells"]):
+        for out in cell.get("outputs", []):
+            text = "".join(out.get("text", "")) or "".join(out.get("data", {}).get("text/plain", ""))
+            lines = text.splitlines() + [""]
+            for at, line in enumerate(lines):
+                if _TEXT_RULE.match(line):
+                    rows = next(n for n, row in enumerate(lines[at + 1:]) if not row.strip())
+                    assert rows <= 12, f"{notebook.name} cell {index}: a table of {rows} rows ({lines[at - 1][:60]})"
 
 
 @pytest.mark.parametrize("page", SECTION_PAGES, ids=lambda p: p.stem)

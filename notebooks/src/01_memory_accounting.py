@@ -414,7 +414,7 @@ held_worst = worst_errors(held)
 print(text_table(["group", "value", "worst error (held out)"],
                  [[group, str(value), f"{100 * err:+.2f}%"] for group, values in held_worst.items()
                   for value, err in values.items()]))
-print(f"{len(peak_rows)} runs, {len(held)} held out; worst on the fitted half "
+print(f"\n{len(peak_rows)} runs, {len(held)} held out; worst on the fitted half "
       f"{100 * max(abs(r['error']) for r in peak_rows if not r['held_out']):.2f}%; "
       f"between steps worst {100 * max(abs(r['between_error']) for r in peak_rows):.2f}%")
 assert max(abs(r["error"]) for r in held) < 0.05
@@ -449,7 +449,7 @@ glue("ckpt_llama", f"{ck_rows[0][1]} → {ck_rows[0][2]}（省 {ck_rows[0][3]}�
 # （H200，同一时间只有这一个进程用 GPU）：
 
 # %%
-from dscourse.calibration import checkpointing_cost, load_ckpt_oom
+from dscourse.calibration import checkpointing_cost
 
 cost = checkpointing_cost()
 print(text_table(["model", "stage", "micro-batch x seq", "peak off -> on", "step off -> on", "step", "fwd+bwd"],
@@ -457,10 +457,10 @@ print(text_table(["model", "stage", "micro-batch x seq", "peak off -> on", "step
                    f"{format_bytes(r['peak_off'])} -> {format_bytes(r['peak_on'])}",
                    f"{r['step_off']:.3f} -> {r['step_on']:.3f} s", f"+{100 * (r['step_ratio'] - 1):.0f}%",
                    f"+{100 * (r['fwd_bwd_ratio'] - 1):.0f}%"] for r in cost], align_right_from=3))
-busy = [r for r in cost if r["step_off"] >= 0.2]  # steps long enough that kernel launches do not dominate
+busy = [r for r in cost if r["micro_batch"] * r["seq"] >= 8192]  # enough tokens to keep the GPU busy
 z2 = [r["step_ratio"] for r in busy if r["stage"] == 2]
 z3 = [r["step_ratio"] for r in busy if r["stage"] == 3]
-print(f"\nsteps of 0.2 s or more: ZeRO-2 +{100 * (min(z2) - 1):.0f}% to +{100 * (max(z2) - 1):.0f}%, "
+print(f"\n8192 tokens or more per micro-batch: ZeRO-2 +{100 * (min(z2) - 1):.0f}% to +{100 * (max(z2) - 1):.0f}%, "
       f"ZeRO-3 +{100 * (min(z3) - 1):.0f}% to +{100 * (max(z3) - 1):.0f}% per step")
 assert all(r["step_ratio"] > 1 and r["peak_on"] <= r["peak_off"] for r in cost)
 glue("ckpt_time_z2", f"{100 * (min(z2) - 1):.0f}–{100 * (max(z2) - 1):.0f}%")
@@ -468,8 +468,8 @@ glue("ckpt_time_z3", f"{100 * (min(z3) - 1):.0f}–{100 * (max(z3) - 1):.0f}%")
 
 # %% [markdown]
 # 重算一遍前向，理论上让前向加反向多花约三分之一（反向约是前向的两倍）；ZeRO-2 实测每步多花的比这少，因为 optimizer step
-# 不重算。ZeRO-3 多得更多：重算的前向同样要经过每个模块的参数收集钩子。小尺寸（每步不到 0.2 s）的点受内核启动主导，
-# 比例跳动大，上面只按每步 0.2 s 以上的点下结论。开关的办法：
+# 不重算。ZeRO-3 多得更多：重算的前向同样要经过每个模块的参数收集钩子。每个 micro-batch 只有两千来个 token 的点，GPU 吃不饱、
+# 内核启动占了大头，比例跳动大；上面只按 8192 个 token 以上的点下结论。开关的办法：
 #
 # - Hugging Face 模型：`model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})`，
 #   用 Trainer 时是 `TrainingArguments(gradient_checkpointing=True)`；
@@ -656,7 +656,7 @@ tries = oom_walkthrough()
 
 def outcome(r):
     if r["oom_phase"]:
-        return f"OOM in step {r['oom_step']}'s {r['oom_phase']} (asked {format_bytes(r['oom_asked'])})"
+        return f"OOM in step {r['oom_step']}'s {r['oom_phase']} (asked {r['oom_asked'] / 2**30:.2f} GiB)"
     return f"fits: peak {format_bytes(r['measured'])}, {r['step_seconds']:.2f} s/step"
 
 
@@ -673,6 +673,11 @@ worst_fit = max(abs(r["predicted"] - r["measured"]) / r["measured"] for r in fit
 print(f"\nwhere it fitted, the predicted peak was within {100 * worst_fit:.2f}% of the measured one")
 glue("oom_worst_fit", f"{100 * worst_fit:.2f}%")
 glue("oom_tries", len(tries))
+
+# %%
+from dscourse.plots import oom_attempts
+
+show(oom_attempts(tries))
 
 # %% [markdown]
 # **第 1 次：读报错。** 把第一次的报错原样打印出来，每个数都有用：

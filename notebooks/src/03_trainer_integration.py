@@ -605,7 +605,8 @@ for name in ("hf_train", "accelerate_train", "train_run", "zero_init"):
 # `dscourse/data/`（`benchmarks/throughput_gpu.py`、`benchmarks/checkpoint_gpu.py` 写的），下面的表和图由 `dscourse.gpu_results` 从这些文件生成。
 # 注意这是**单卡**：ZeRO 没有跨卡通信，测到的是 offload 的 PCIe 传输和 CPU 上的 Adam，以及 ZeRO-3 切分/收集参数的簿记开销。
 #
-# 吞吐（tokens/s），GPT-2 350M，序列 1024，bf16，micro-batch 从 1 到 16，最后一列是 micro-batch 16 × 梯度累积 4：
+# 吞吐（tokens/s），GPT-2 350M，序列 1024，bf16，micro-batch 从 1 到 16，最后一列是 micro-batch 16 × 梯度累积 4；
+# 几台机器都测过的点取它们的中位数（`machines` 列是测过这一行的机器数）：
 
 # %%
 from dscourse import gpu_results
@@ -641,7 +642,7 @@ show(gpu_results.slowdown_figure(), "offload-slowdown")
 # %% [markdown]
 # - “慢 30–50%”只在部分情形成立。决定性的是 `pin_memory`：不锁页时 CPU↔GPU 拷贝要先经过一块临时的锁页缓冲，也不能与计算重叠，
 #   offload 的代价远超 50%；锁页（原文配置里的 `"pin_memory": true`）时小得多，而且每步 token 越多，GPU 计算越能遮住传输和 CPU 上的 Adam，
-#   代价越小（上表的区间）。每个点只是 4–6 个计时步的中位数，同一设置在不同机器租期之间相差约 10%：看趋势，不要读小数。
+#   代价越小（上表的区间）。每个点只是 4–6 个计时步的中位数，同一设置在不同机器上相差约 10%：看趋势，不要读小数（测量方法见书末附录）。
 #   `dscourse.config.build_config` 为 CPU 上的演示把 `pin_memory` 设成了 `false`；在 GPU 上请用 `true`（它多占锁页的主机内存）。
 # - ZeRO-2 和 ZeRO-0/1 在测量噪声内一样快；ZeRO-3 在单卡上就明显更慢（上面最后一行；切分和收集参数的钩子在每个模块上都要运行）。
 #   这**不能**用来支持原文“ZeRO-2 性价比最高”：那是多卡的说法（省下的显存对比多出的通信），而单卡上 ZeRO-1/2 什么也不切分、

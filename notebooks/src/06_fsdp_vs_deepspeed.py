@@ -277,6 +277,28 @@ for extra in ({"mics_shard_size": 2}, {"zero_hpz_partition_size": 2}):
 # 所以常见对照表里的“HYBRID_SHARD ≈ ZeRO++ hpZ”只是近似：在 DeepSpeed 0.19 里，跨节点少通信的办法就是 hpZ（以及 ZeRO++ 的另两项：
 # 量化权重 qwZ 和量化梯度 qgZ），代价与 HYBRID_SHARD 不同。
 #
+# ### FSDP2 里真正像 hpZ 的：`reshard_after_forward=<int>`
+#
+# `reshard_after_forward` 除了 `True`/`False` 还可以是一个整数 k：前向之后每个 block 的参数不是切回 1/N，而是切成 1/k 留着
+# （k 是分片维度的真约数，通常取一个节点的 GPU 数），反向的 all-gather 于是只在 k 个 rank 的组内进行
+# （`torch/distributed/fsdp/_fully_shard/_fully_shard.py` 的文档）。主权重、梯度和优化器状态仍是 1/N——与 hpZ 的取舍相同。
+# 同样 4 个 rank、k = 2：
+
+# %%
+raf = fsdp_train(WORK, "full", "bf16", steps=4, shape=HYBRID_SHAPE, nproc=2 * GROUP, reshard_after_forward=GROUP)
+r = raf[0]
+at_rest, between_fb = r["held"]["elements"]["params"], r["param_elements_between_forward_and_backward"]
+print(f"FULL_SHARD, reshard_after_forward={GROUP}, {len(raf)} ranks: parameters at rest {at_rest:,} "
+      f"(1/{hybrid_total // at_rest}), from forward to backward {between_fb:,} "
+      f"(1/{hybrid_total // at_rest} fp32 shard + 1/{GROUP} in bf16 for the group's all-gather)")
+print(f"HYBRID_SHARD on the same ranks keeps 1/{hybrid_total // e['HYBRID_SHARD']['params']} at rest, with its "
+      f"gradients and Adam state")
+assert at_rest == hybrid_total // (2 * GROUP) and between_fb == at_rest + hybrid_total // GROUP
+assert all(x["param_elements_between_forward_and_backward"] == between_fb for x in raf)
+glue("raf_rest", f"1/{hybrid_total // at_rest}")
+glue("raf_extra", f"1/{hybrid_total // (between_fb - at_rest)}")
+
+# %% [markdown]
 # ## 4. Offload：各自放什么、在哪里算
 #
 # 同一个 bf16 模型，DeepSpeed ZeRO-3 打开 `offload_optimizer` 和 `offload_param`（都指向 CPU），FSDP2 用 `CPUOffloadPolicy`：
