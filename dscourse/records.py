@@ -8,6 +8,7 @@ Pure: the standard library only.
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 from . import package_path
@@ -55,15 +56,26 @@ def _provenance(data: dict) -> dict:
     return prov
 
 
+# where the lent machine's command wrote or scratched: its output folder and /tmp, which mean nothing to a reader
+_MACHINE_PATHS = re.compile(r"(?:/root/out/|\$OUT/|/tmp/)")
+
+
+def reader_command(command: str) -> str:
+    """A recorded command as a reader would type it: paths of the machine that ran it dropped to file names."""
+    return _MACHINE_PATHS.sub("", command)
+
+
 def _commands(prov: dict) -> list[str]:
     cmd = prov.get("command")
     if isinstance(cmd, list):
-        return cmd
-    if cmd:
-        return [cmd]
-    if prov.get("script"):
-        return [" ".join(["python3", prov["script"], *prov.get("argv", [])])]
-    return []
+        cmds = cmd
+    elif cmd:
+        cmds = [cmd]
+    elif prov.get("script"):
+        cmds = [" ".join(["python3", prov["script"], *prov.get("argv", [])])]
+    else:
+        cmds = []
+    return [reader_command(c) for c in cmds]
 
 
 def record(name: str, section: str, what: str, command: str | None = None, folder: Path | None = None) -> dict:

@@ -29,3 +29,11 @@ def test_a_missing_file_or_a_file_without_provenance_is_named(tmp_path):
     (tmp_path / "bare.json").write_text(json.dumps({"runs": []}))
     with pytest.raises(RecordError, match="bare.json: no provenance"):
         record("bare.json", "4.1", "x", folder=tmp_path)
+
+
+def test_commands_read_as_a_reader_would_type_them():
+    from dscourse.records import reader_command
+
+    assert reader_command("x --out /root/out/peak.jsonl --dir /tmp/ckpt --o $OUT/a.json") == \
+        "x --out peak.jsonl --dir ckpt --o a.json"
+    assert not any("/root/" in c or "/tmp/" in c or "$OUT" in c for r in records() for c in r["commands"])
