@@ -264,3 +264,24 @@ def checkpointing_cost(path=None) -> list[dict]:
                      "fwd_bwd_off": fb[0], "fwd_bwd_on": fb[1], "step_off": step[0], "step_on": step[1],
                      "step_ratio": step[1] / step[0], "fwd_bwd_ratio": fb[1] / fb[0]})
     return rows
+
+
+# --- Host memory when every rank loads the model: benchmarks/load_memory.py on CPU ranks ------------------------
+
+LOAD_DATA = "cpu_load_memory.json"
+
+
+def load_memory_runs(path=None) -> tuple[dict, list[dict]]:
+    """(provenance, one row per launch): per way of loading and world size, rank 0's peak private and mapped memory
+    above what it held before, the largest private peak of the other ranks (rank 0's on one rank), and the parameter
+    bytes each holds on the host. ``path``: a file of ``benchmarks/load_memory.py`` (default: the CPU ranks')."""
+    data = json.loads(Path(path or DATA / LOAD_DATA).read_text())
+    rows = []
+    for run in data["runs"]:
+        r0, others = run["ranks"][0], run["ranks"][1:] or run["ranks"]
+        rows.append({"world_size": run["world_size"], "how": run["how"], "load_dtype": run["load_dtype"],
+                     "rank0_private": r0["peak_above_before"]["private"], "rank0_mapped": r0["peak_above_before"]["mapped"],
+                     "others_private": max(r["peak_above_before"]["private"] for r in others),
+                     "others_mapped": max(r["peak_above_before"]["mapped"] for r in others),
+                     "held_bytes": r0["held_param_bytes_on_host"], "held_dtype": r0["dtype"]})
+    return data["provenance"], rows

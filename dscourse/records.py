@@ -40,6 +40,8 @@ RECORDS = [
      "DSCOURSE_SCALE=gpu python3 tools/run_notebooks_gpu.py --notebooks ... --out report.json"),
     ("gpu_notebooks_attempts.json", "4.3", "GPU 规模下失败或超时的运行，以及每一处的修正"),
     ("gpu_precision.json", "4.4", "bf16 与 fp16：吞吐、跳过的步、逐步的 loss scale"),
+    ("cpu_load_memory.json", "4.3", "每个 rank 加载同一个检查点时的主机内存：三种加载方式，2 和 4 个 CPU rank"),
+    ("gpu_load_memory_h200.json", "4.3", "同上，Llama 1B 在一张 H200 上（一个 rank）：ZeRO-3 的分区在显存里"),
     ("cpu_comm_volume.json", "4.5", "DeepSpeed 自己的通信日志在 2 和 4 个 CPU rank 上记下的每一次集合通信"),
 ]
 

@@ -162,3 +162,21 @@ def test_peak_benchmark_folds_its_json_lines_into_the_committed_layout(tmp_path)
     data = json.loads((tmp_path / "run.json").read_text())
     assert data["provenance"] == {"date": "2026-12-04", "gpu": "X", "note": "one call"}
     assert data["points"] == [{"model": "m"}] and data["workers"] == [{"rc": 0}] and data["traces"] == [{"stage": 2}]
+
+
+def test_load_memory_benchmark_measures_every_rank_three_ways(tmp_path):
+    """benchmarks/load_memory.py for real on 2 CPU ranks: in the file's dtype a rank's parameters are views of the
+    mapped file (no private copy), converting to float32 makes a private copy on every rank, and under ZeRO-3 only
+    rank 0 maps the file while every rank holds half the parameters."""
+    out = tmp_path / "load.json"
+    done = _run("benchmarks/load_memory.py", "--world-sizes", "2", "--out", str(out), timeout=600)
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    data = json.loads(out.read_text())
+    size, params = data["provenance"]["file_bytes"], data["provenance"]["params"]
+    runs = {(r["how"], r["load_dtype"]): r["ranks"] for r in data["runs"]}
+    assert all(r["peak_above_before"]["private"] < 0.05 * size for r in runs[("every_rank", "auto")])
+    assert all(abs(r["peak_above_before"]["private"] - 2 * size) < 0.05 * size for r in runs[("every_rank", "float32")])
+    rank0, rank1 = runs[("zero3", "auto")]
+    assert rank0["peak_above_before"]["mapped"] > 0.9 * size > 20 * rank1["peak_above_before"]["mapped"]
+    assert rank0["held_params"] == rank1["held_params"] == params // 2
+    assert "gpu" not in data["provenance"] and data["provenance"]["script"] == "benchmarks/load_memory.py"

@@ -21,3 +21,16 @@ def test_arguments_say_what_is_missing(tmp_path, capsys):
     with pytest.raises(SystemExit):
         load_memory.parse_args(["--model", str(tmp_path), "--how", "zero3", "--out", str(tmp_path)])
     assert "no config.json there; write one first with --save" in capsys.readouterr().err
+
+
+def test_host_when_loading_counts_a_private_copy_only_when_converting():
+    from dscourse.memory.loading import host_when_loading
+
+    same = host_when_loading(70e9, 8, "every_rank")
+    converting = host_when_loading(70e9, 8, "every_rank_converting")
+    assert same.private_per_node == 0 and same.page_cache == 140e9
+    assert converting.private_per_rank == 280e9 and converting.private_per_node == 8 * 280e9
+    with pytest.raises(ValueError, match="how must be one of every_rank, every_rank_converting, zero3"):
+        host_when_loading(1e9, 8, "each")
+    with pytest.raises(ValueError, match="ranks must be at least 1"):
+        host_when_loading(1e9, 0, "zero3")

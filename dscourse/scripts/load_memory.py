@@ -43,6 +43,8 @@ def parse_args(argv=None):
     p.add_argument("--save", action="store_true", help="only build a random model of --shape and save it to --model")
     p.add_argument("--shape", default="llama-load-cpu", choices=sorted(SHAPES))
     p.add_argument("--dtype", default="bfloat16", choices=["bfloat16", "float32"], help="the dtype --save writes")
+    p.add_argument("--load-dtype", default="auto", choices=["auto", "float32"],
+                   help="from_pretrained's dtype: auto keeps the file's (bfloat16); float32 converts as it loads")
     p.add_argument("--out", help="folder for rank<N>.json (required unless --save)")
     p.add_argument("--local_rank", type=int, default=None, help=argparse.SUPPRESS)
     args = p.parse_args(argv)
@@ -90,15 +92,20 @@ class Sampler:
         return False
 
 
+WARMUP = "warmup"  # a tiny model of the same family in MODEL/warmup, loaded first so one-time costs are not counted
+
+
 def save(args) -> int:
     import torch
 
     from dscourse.models import SHAPES, build_model
 
-    torch.manual_seed(0)
-    model = build_model(SHAPES[args.shape]).to(getattr(torch, args.dtype))
-    model.save_pretrained(args.model)  # config.json and model.safetensors
-    n = sum(p.numel() for p in model.parameters())
+    shape = SHAPES[args.shape]
+    for folder, which in ((Path(args.model), shape), (Path(args.model) / WARMUP, SHAPES[f"{shape.family}-tiny"])):
+        torch.manual_seed(0)
+        model = build_model(which).to(getattr(torch, args.dtype))
+        model.save_pretrained(folder)  # config.json and model.safetensors
+    n = sum(p.numel() for p in build_model(shape).parameters())
     print(f"saved {args.shape}: {n:,} parameters in {args.dtype} to {args.model}", flush=True)
     return 0
 
@@ -119,17 +126,26 @@ def main(argv=None) -> int:
     keep_alive = None
     if args.how == "zero3":
         keep_alive = HfDeepSpeedConfig(build_config(3, micro_batch=1, world_size=world))  # noqa: F841 (a weak ref)
+    # The same path once on a tiny model first: the modules it imports on first use and the buffers it sets up once
+    # (about 100 MB per rank under ZeRO-3, seen with memray) belong to any load, not to this model's size.
+    warm = AutoModelForCausalLM.from_pretrained(Path(args.model) / WARMUP,
+                                                dtype="auto" if args.load_dtype == "auto" else args.load_dtype)
+    del warm
     gc.collect()
     dist.barrier()  # every rank starts loading at once, as in a real launch
     before = rss()
     t0 = time.perf_counter()
+    import torch
+
+    dtype = "auto" if args.load_dtype == "auto" else getattr(torch, args.load_dtype)
     with Sampler() as sampled:
-        model = AutoModelForCausalLM.from_pretrained(args.model)
+        model = AutoModelForCausalLM.from_pretrained(args.model, dtype=dtype)
     seconds = time.perf_counter() - t0
     params = list(model.parameters())
     # a partitioned parameter is an empty tensor; this rank's shard of it is ds_tensor
     held = [p.ds_tensor if hasattr(p, "ds_tensor") else p for p in params]
-    result = {"rank": rank, "world_size": world, "how": args.how, "seconds": round(seconds, 3),
+    result = {"rank": rank, "world_size": world, "how": args.how, "load_dtype": args.load_dtype,
+              "seconds": round(seconds, 3),
               "before": before, "peak": sampled.peak, "after": rss(),
               "peak_above_before": {k: sampled.peak[k] - before[k] for k in before},
               "full_params": sum(getattr(p, "ds_numel", p.numel()) for p in params),

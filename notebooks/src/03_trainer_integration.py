@@ -313,6 +313,72 @@ assert "error" not in padded["from_config"] and padded["zero_init"]["error"].sta
 # （`from_config` / `from_pretrained`，前面先有 ZeRO-3 配置），它在收集好的完整参数上初始化；
 # 自己的模型非用 `zero.Init` 不可时，把初始化放进 `GatheredParameters` 里。
 #
+# ### 主机内存：每个 rank 都加载一遍完整模型，会不会撑爆内存？
+#
+# 一台 8 卡的机器上，8 个进程各自 `from_pretrained` 同一个 70B 的检查点：老经验说主机内存要放下 8 份模型，所以要用 `zero.Init`
+# 或 `low_cpu_mem_usage=True`。transformers 5 改了三件事（`transformers/modeling_utils.py`）：`dtype` 的默认值是 `"auto"`
+# （检查点自己的精度；transformers 4 默认转成 float32，见 transformers#36567）；`low_cpu_mem_usage` 被接受然后忽略
+# （模型总是先建在 meta 设备上）；safetensors 文件用 `safe_open` **内存映射**。`benchmarks/load_memory.py` 在 2 个和 4 个 CPU rank 上
+# 用三种方式加载同一个 bf16 检查点（5800 万参数，116 MB；`dscourse.scripts.load_memory`），每个 rank 每毫秒读一次自己的
+# `/proc/self/status`，记下加载期间私有内存（`RssAnon`）和文件映射（`RssFile`）比加载前多出的峰值。内存数字随机器的分配器而变，
+# 所以这里读的是提交的测量文件，不是当场的运行：
+
+# %%
+from dscourse.calibration import DATA, load_memory_runs
+from dscourse.memory import format_bytes
+
+
+def mb(n: float) -> str:
+    return f"{n / 1e6:,.0f} MB"
+
+
+load_prov, load_rows = load_memory_runs()
+way = {("every_rank", "auto"): "every rank, file's dtype", ("every_rank", "float32"): "every rank, to float32",
+       ("zero3", "auto"): "HfDeepSpeedConfig (ZeRO-3)"}
+print(f"{load_prov['shape']}: {load_prov['params']:,} parameters, {mb(load_prov['file_bytes'])} file; "
+      f"torch {load_prov['torch']}, transformers {load_prov['transformers']}, DeepSpeed {load_prov['deepspeed']}\n")
+print(text_table(["ranks", "how every rank loads", "rank 0 private", "rank 0 mapped", "others private",
+                  "params held each"],
+                 [[r["world_size"], way[(r["how"], r["load_dtype"])], mb(r["rank0_private"]), mb(r["rank0_mapped"]),
+                   mb(r["others_private"]), f"{mb(r['held_bytes'])} {r['held_dtype']}"] for r in load_rows],
+                 align_right_from=2))
+same = [r for r in load_rows if r["how"] == "every_rank" and r["load_dtype"] == "auto"]
+converted = [r for r in load_rows if r["load_dtype"] == "float32"]
+zero3 = [r for r in load_rows if r["how"] == "zero3"]
+assert all(r["rank0_private"] < 0.05 * load_prov["file_bytes"] for r in same)  # views of the mapped file
+assert all(abs(r["rank0_private"] - 2 * load_prov["file_bytes"]) < 0.05 * load_prov["file_bytes"] for r in converted)
+assert all(r["others_mapped"] < 0.05 * load_prov["file_bytes"] < r["rank0_mapped"] for r in zero3)
+gpu_prov, gpu_rows = load_memory_runs(DATA / "gpu_load_memory_h200.json")
+print(f"\nOn one {gpu_prov['gpu'].split(',')[0]} (one rank, {gpu_prov['shape']}, {mb(gpu_prov['file_bytes'])} "
+      "file), rank 0's private host memory: "
+      + "; ".join(f"{way[(r['how'], r['load_dtype'])]} +{mb(r['rank0_private'])}" for r in gpu_rows))
+
+# %% [markdown]
+# - **在检查点自己的精度里加载，每个 rank 的私有内存几乎不增加**：参数就是映射文件的视图（读到哪一页才载入哪一页），
+#   文件在节点的页缓存里只有一份，所有 rank 共用，内存紧张时内核可以丢掉它。
+# - **加载时转换精度，每个 rank 就有一份私有副本**（bf16 文件转成 float32：每个 rank 多出两倍于文件的私有内存）。这才是
+#   “每个 rank 一份模型”的真正来源：transformers 4 的默认行为，或者 `dtype=torch.float32`。
+# - **`HfDeepSpeedConfig`（ZeRO-3）**：只有 rank 0 映射文件，其他 rank 连文件都不读；每个 rank 只持有 1/N 的分区。但在 CPU rank 上，
+#   “设备”就是主机内存，`zero.Init` 逐个模块先建出完整参数再切分、加载时逐个模块收集再分发，这些临时张量用完就还了，分配器却不一定
+#   还给操作系统，所以上表里它的私有内存反而更高。在 GPU 上，这些张量和分区都在显存里：H200 上那一行里它只多了几 MB。
+#
+# 放大到 8 个 rank、70B 参数（bf16 检查点 140 GB）的一台机器（`dscourse.memory.loading.host_when_loading`）：
+
+# %%
+from dscourse.memory.loading import host_when_loading
+
+for how_, label in (("every_rank", "every rank, file's dtype"), ("every_rank_converting", "every rank, to float32"),
+                    ("zero3", "HfDeepSpeedConfig (ZeRO-3)")):
+    node = host_when_loading(70e9, 8, how_)
+    print(f"{label:28s} private {format_bytes(node.private_per_node):>8s} on the node, "
+          f"page cache {format_bytes(node.page_cache)} (shared, reclaimable)")
+glue("load_converting_70b", f"{format_bytes(host_when_loading(70e9, 8, 'every_rank_converting').private_per_node)} 私有内存")
+glue("load_zero3_gpu", mb(next(r for r in gpu_rows if r["how"] == "zero3")["rank0_private"]))
+
+# %% [markdown]
+# 所以在 transformers 5 上，别在 `from_pretrained` 里转换精度（用默认的 `dtype="auto"`，需要 fp32 主权重时交给 DeepSpeed 去建），
+# 主机内存就不会随 rank 数翻倍；`zero.Init` / `HfDeepSpeedConfig` 要解决的是另一个问题：别让每张 **GPU** 先放下一份完整模型。
+#
 # ## 4. 等价性：ZeRO 改变显存，不改变数学
 #
 # ZeRO-1/2/3 切分的是优化器状态、梯度和参数的**存放位置**，每一步算出来的更新应当和普通数据并行（ZeRO-0）相同。
@@ -683,11 +749,9 @@ print(gpu_results.notebooks_table(runs))
 glue("gpu_notebooks_minutes", f"{runs['seconds'] / 60:.0f}")
 
 # %% [markdown]
-# 第一次在 GPU 上跑时，有几处在 CPU 上永远不会出现的失败，每一处都记在 `dscourse/data/gpu_notebooks_attempts.json`，并写明改了什么：
-# 机器的 `TORCH_CUDA_ARCH_LIST=9.0a` 让 DeepSpeed 0.19.8 即时编译 FusedAdam 时解析失败（`dscourse.launch.deepspeed_arch_list` 绕过，
-# 上游 PR deepspeedai/DeepSpeed#8619）；两次相同的运行末位不同（上面讲的确定性开关）；学习率 1e-3 对 350M 太大，loss 来回跳，
-# ZeRO-0 与 ZeRO-1/2/3 的差超出 bf16 容差（`dscourse.models.learning_rate` 对大模型用 2e-4）；每个 350M 的检查点约 5 GB，
-# 所以 GPU 规模只在要续训的阶段保存检查点，用完即删。
+# 在 GPU 上第一次跑时暴露、在 CPU 上永远不会出现的几处问题（FusedAdam 的即时编译、非确定性的注意力内核、对 350M 太大的学习率），
+# 以及每一处的修正，记在书末的附录“实测记录与方法”里。对读者有用的一条：GPU 规模下每个 350M 的检查点约 5 GB，
+# 只在要续训时保存，用完就删。
 
 # %% [markdown]
 # ## 小结
