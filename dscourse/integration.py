@@ -27,11 +27,12 @@ FP32_RTOL = 1e-5
 
 
 def write_config(path: Path, stage: int, precision: str = "bf16", world_size: int = 2, micro_batch: int = 2,
-                 **extra) -> Path:
-    """A plain-DeepSpeed config file from :func:`dscourse.config.build_config`."""
+                 top: dict | None = None, **extra) -> Path:
+    """A plain-DeepSpeed config file from :func:`dscourse.config.build_config`, with the top-level blocks ``top``
+    added (``{"checkpoint": {"load_universal": True}}``)."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(build_config(stage, micro_batch=micro_batch, world_size=world_size,
-                                            precision=precision, **extra), indent=1))
+    cfg = build_config(stage, micro_batch=micro_batch, world_size=world_size, precision=precision, **extra)
+    path.write_text(json.dumps({**cfg, **(top or {})}, indent=1))
     return path
 
 

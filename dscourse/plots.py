@@ -277,6 +277,42 @@ def oom_attempts(tries: list[dict] | None = None, name: str = "oom-attempts") ->
     return Figure(fig, name, height=460)
 
 
+def universal_repartition(shape: str = "gpt2-tiny", before: int = 4, after: int = 2,
+                          name: str = "universal-repartition") -> Figure:
+    """Why a ZeRO checkpoint needs converting before another number of ranks can load it: the flat fp32 buffer of
+    ``shape``'s parameters cut evenly over ``before`` ranks (what each ``*_optim_states.pt`` holds), the universal
+    checkpoint's one file per parameter, and the cut over ``after`` ranks that loading makes from it. Element
+    counts from :func:`dscourse.memory.peak.param_tensors`; DeepSpeed's alignment padding left out."""
+    import plotly.graph_objects as go
+
+    from .memory.peak import param_tensors
+    from .models import SHAPES
+
+    sizes = param_tensors(SHAPES[shape])
+    total = sum(sizes)
+    rows = {"before": f"保存（{before} 个 rank）", "files": "通用检查点", "after": f"续训（{after} 个 rank）"}
+    fig = go.Figure()
+    for key, ranks in (("before", before), ("after", after)):
+        cut = [round(total * r / ranks) for r in range(ranks + 1)]
+        fig.add_bar(y=[rows[key]] * ranks, x=[b - a for a, b in itertools.pairwise(cut)], base=cut[:-1],
+                    orientation="h", marker_color=[PALETTE[r % len(PALETTE)] for r in range(ranks)],
+                    marker_line_color="white", marker_line_width=1, showlegend=False,
+                    text=[f"rank {r}" for r in range(ranks)], textposition="inside",
+                    customdata=[f"元素 {a:,}–{b - 1:,}" for a, b in itertools.pairwise(cut)],
+                    hovertemplate="%{text}：%{customdata}<extra></extra>")
+    starts = [0, *itertools.accumulate(sizes)][:-1]
+    fig.add_bar(y=[rows["files"]] * len(sizes), x=sizes, base=starts, orientation="h",
+                marker_color=[NEUTRALS[2] if k % 2 else tint(GREY, 0.6) for k in range(len(sizes))],
+                marker_line_color="white", marker_line_width=1, showlegend=False,
+                text=[f"参数张量 {k + 1}：{n:,} 个元素" for k, n in enumerate(sizes)],
+                hovertemplate="%{text}<extra></extra>")
+    fig.update_layout(title=f"{shape}（{total:,} 个参数）的 fp32 主权重与 Adam 状态怎样切分", barmode="overlay",
+                      xaxis_title="展平后的参数下标", yaxis=dict(categoryorder="array",
+                                                           categoryarray=list(rows.values())[::-1]),
+                      margin=dict(l=120, t=60))
+    return Figure(fig, name, height=320)
+
+
 def loss_scale_explorer(windows=(50, 100, 200, 500, 1000, 2000), window: int = 1000, scenario: str = "healthy",
                         steps: int = 3000, seed: int = 0, name: str = "loss-scale-static") -> Figure:
     """DeepSpeed's dynamic loss scaler (fp16, other keys at DeepSpeed's defaults) over each gradient scenario:

@@ -160,6 +160,7 @@ def _package_figures():
     yield "memory_explorer", plots.memory_explorer(presets=["Llama-2-7B"], gpu_counts=(1, 8), gpus=8)
     yield "peak_timeline", plots.peak_timeline()
     yield "oom_attempts", plots.oom_attempts()
+    yield "universal_repartition", plots.universal_repartition()
     yield "loss_scale_explorer", plots.loss_scale_explorer(windows=(50, 1000), window=1000) if _has_deepspeed() else None
     yield "comm_explorer", plots.comm_explorer(presets=["Llama-2-7B"], world_sizes=(2, 16), world_size=16)
     yield "knob_effects_figure", plots.knob_effects_figure()

@@ -36,6 +36,8 @@ def parse_args(argv=None):
     p.add_argument("--resume-from", default=None, help="load this checkpoint folder and go on from its step")
     p.add_argument("--resume-tag", default=None, help="which checkpoint in it (step<N>); default: 'latest'")
     p.add_argument("--dump-weights", action="store_true", help="rank 0 writes the full weights at the end")
+    p.add_argument("--universal-info", action="store_true",
+                   help="save the universal_checkpoint_info that deepspeed.checkpoint.ds_to_universal needs")
     p.add_argument("--out", required=True)
     p.add_argument("--local_rank", type=int, default=None, help=argparse.SUPPRESS)
     args = p.parse_args(argv)
@@ -80,6 +82,12 @@ def main(argv=None) -> int:
     rank, world, _ = init(args.seed)
     shape = SHAPES[args.shape]
     model = build_model(shape)
+    if args.universal_info:
+        # ds_to_universal refuses a checkpoint without it; Megatron-DeepSpeed fills in tensor-parallel patterns,
+        # a data-parallel model has none (engine.py stores the module's attribute of this name with the model states)
+        from deepspeed.checkpoint.constants import UNIVERSAL_CHECKPOINT_INFO
+
+        setattr(model, UNIVERSAL_CHECKPOINT_INFO, {})
     engine, *_ = deepspeed.initialize(model=model, model_parameters=model.parameters(), config=args.config)
     device = next(engine.module.parameters()).device
     micro = engine.train_micro_batch_size_per_gpu()

@@ -1,0 +1,125 @@
+# %% [markdown]
+# # 4.7 实验：换一个 GPU 数继续训练
+#
+# 训练到一半，手里的 GPU 变了：8 张卡的任务要挪到 4 张卡上，或者抢到了更多的卡。ZeRO 的检查点把优化器状态按 rank 切成了
+# 一片一片（每个 rank 一个 `*_optim_states.pt`），只有同样多的 rank 才读得回来。本 notebook 在真实的 DeepSpeed rank 上：
+#
+# 1. 用 4 个 rank 训练并保存 ZeRO-2 和 ZeRO-3 检查点；
+# 2. 用 DeepSpeed 自带的 `ds_to_universal` 把它转成**通用检查点**（universal checkpoint）；
+# 3. 在 2 个 rank 上用 `"checkpoint": {"load_universal": true}` 接着训练，核对 loss 曲线接得上；
+# 4. 看不转换时 DeepSpeed 怎样拒绝。
+#
+# 训练脚本是 4.3 节的 `dscourse/scripts/train_run.py`，整个往返由 `dscourse.resume.universal_resume` 完成。
+
+# %%
+# NBVAL_IGNORE_OUTPUT
+import deepspeed
+import torch
+import transformers
+
+from dscourse import scale
+
+print(f"torch {torch.__version__}, deepspeed {deepspeed.__version__}, transformers {transformers.__version__}")
+print(f"scale: {scale.scale()}, model for 4 ranks: {scale.train_shape(4)}")
+
+# %%
+import shutil
+import tempfile
+from pathlib import Path
+
+from dscourse.book import glue
+from dscourse.resume import universal_resume
+from dscourse.tables import text_table
+
+WORK = Path(tempfile.gettempdir()) / "dscourse-4.7"
+shutil.rmtree(WORK, ignore_errors=True)
+WORK.mkdir(parents=True)
+SHAPE = scale.train_shape(4)  # GPT-2 350M on 4 GPUs; the CPU model where fewer GPUs are visible
+
+# %% [markdown]
+# ## 1. 4 个 rank 保存，2 个 rank 继续
+#
+# 同一个模型训练 8 步，第 4 步保存；每个 rank 循环使用 2 个 batch，所以 loss 会下降。`train_run` 让 rank 0 在每一步都拿到同一个
+# batch，不论一共几个 rank——所以如果权重原样恢复，续训的第 5 步在 rank 0 上的 loss 必须与不中断的 4-rank 运行的第 5 步**逐位相同**；
+# 第 6 步起，2 个 rank 的全局 batch 只有一半，曲线开始分开，但应当沿着同样的下降继续。
+
+# %%
+# NBVAL_IGNORE_OUTPUT
+# (the losses' last digits depend on the CPU's bf16 kernels; the next cell's checks are compared everywhere)
+runs = {stage: universal_resume(WORK, stage=stage, save_ranks=4, resume_ranks=2, steps=8, save_at=4, shape=SHAPE)
+        for stage in (2, 3)}
+def resumed(r, step):
+    return f"{r['resumed'][step]:.4f}" if step in r["resumed"] else "(saved)" if step == r["save_at"] else ""
+
+
+print(text_table(["step", "ZeRO-2, 4 ranks", "ZeRO-2 resumed on 2", "ZeRO-3, 4 ranks", "ZeRO-3 resumed on 2"],
+                 [[step, *(cell for r in runs.values() for cell in (f"{r['full'][step]:.4f}", resumed(r, step)))]
+                  for step in range(1, 9)], align_right_from=0))
+glue("uc_step5", f"{runs[2]['resumed'][5]:.4f}")
+
+# %%
+for stage, r in runs.items():
+    exact = r["resumed"][5] == r["full"][5]  # the weights and the optimizer state came back exactly
+    close = max(abs(r["resumed"][s] - r["full"][s]) / r["full"][s] for s in (6, 7, 8)) < 0.02
+    trained = r["resumed"][8] < r["full"][1] - 0.3  # still trained, not a fresh start near ln V
+    print(f"ZeRO-{stage}: step 5 identical to the uninterrupted run: {exact}; steps 6-8 within 2%: {close}; "
+          f"step 8 well below step 1: {trained}")
+    assert exact and close and trained
+
+# %% [markdown]
+# 第 5 步两列相同：权重、fp32 主权重和 Adam 的两个状态都原样回来了，2 个 rank 上的分区是从通用检查点重新切出来的。
+#
+# ## 2. 通用检查点里有什么
+#
+# 原来的检查点每个 rank 一个优化器文件；转换后按**参数**存放，每个参数一个文件夹，里面是它完整的 fp32 值和 Adam 的 `exp_avg`、
+# `exp_avg_sq`，与 rank 数无关：
+
+# %%
+r = runs[2]
+print("saved by 4 ranks (ZeRO-2):", *[f for f in r["checkpoint_files"] if f.startswith("step")], sep="\n  ")
+folders: dict = {}
+for f in r["universal_files"]:
+    if f.startswith("zero/") and f.count("/") == 2:
+        _, param, name = f.split("/")
+        folders.setdefault(param, []).append(name)
+example = next(p for p in sorted(folders) if "exp_avg.pt" in folders[p])
+print(f"\nuniversal: {len(folders)} parameter folders, e.g. zero/{example}/: {sorted(folders[example])}")
+print("a weight tied to another (GPT-2's lm_head.weight is wte's):", sorted(folders.get("lm_head.weight", [])))
+assert len([f for f in r["checkpoint_files"] if f.endswith("optim_states.pt")]) == 4
+assert all({"fp32.pt", "exp_avg.pt", "exp_avg_sq.pt"} <= set(names) for p, names in folders.items() if p != "lm_head.weight")
+glue("uc_params", len(folders))
+
+# %% [markdown]
+# 转换命令（每个检查点一次，在一台 CPU 机器上就能做，不需要 GPU）：
+#
+# ```bash
+# python -m deepspeed.checkpoint.ds_to_universal --input_folder ckpt/step4 --output_folder ckpt/step4_universal
+# ```
+#
+# 它要求检查点里有 `universal_checkpoint_info`：Megatron-DeepSpeed 会写，普通的 `deepspeed.initialize` 训练不会——没有它，
+# 转换以 `AssertionError: Required universal_checkpoint_info state is missing in checkpoint` 退出。DeepSpeed 0.19.8 保存时会把
+# 模型对象上同名的属性写进检查点（`deepspeed/runtime/engine.py` 的 `_save_checkpoint`），所以数据并行的模型在
+# `deepspeed.initialize` **之前**设一个空字典就够了（`train_run --universal-info` 就是这样做的）：
+#
+# ```python
+# from deepspeed.checkpoint.constants import UNIVERSAL_CHECKPOINT_INFO
+# setattr(model, UNIVERSAL_CHECKPOINT_INFO, {})   # 张量并行的模型要在这里写明切分方式
+# ```
+#
+# ## 3. 不转换会怎样
+
+# %%
+for stage, r in runs.items():
+    print(f"ZeRO-{stage}, the 4-rank checkpoint loaded on 2 ranks as it is:\n  {r['unconverted_error']}")
+    assert "used a DP world size of 4 but the current world size is 2" in r["unconverted_error"]
+
+# %% [markdown]
+# DeepSpeed 在读优化器分片前就比较了 rank 数，给出的原因很清楚。`zero_to_fp32.py` 能把同一个检查点合并成完整的 fp32 权重
+# （4.3 节），但那样只剩权重：Adam 的状态丢了，续训等于换了一个优化器从头热身。通用检查点两样都保留。
+#
+# ## 小结
+#
+# - ZeRO 检查点只能由同样多的 rank 读回；换 GPU 数续训，先用 `ds_to_universal` 转换，再在配置里写
+#   `"checkpoint": {"load_universal": true}`。
+# - 普通的数据并行训练要在 `deepspeed.initialize` 之前给模型设 `universal_checkpoint_info`，否则无法转换。
+# - 续训的第一步与不中断的训练逐位相同，说明权重和优化器状态都完整地回来了。
