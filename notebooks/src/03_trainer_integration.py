@@ -736,7 +736,7 @@ glue("gpu_save16_zero3", f"{saves['save_16bit_model']['ZeRO-3 gather=true']['sec
 #
 # ### 本书的 notebook 在 GPU 上从头跑到尾
 #
-# CI 只在 CPU 上以缩小的规模运行这些 notebook。GPU 上的读者跑的是另一条路径（GPT-2 350M、FusedAdam、NCCL），所以每个 notebook
+# CI 只在 CPU 上以缩小的规模运行这些 notebook。GPU 上的读者跑的是另一条路径（GPT-2 350M、FusedAdam、NCCL），所以 4.1–4.6 节的每个 notebook
 # 也在一张 H100 上以 `DSCOURSE_SCALE=gpu` 从第一个单元跑到最后一个（`tools/run_notebooks_gpu.py`；一次调用最长 10 分钟，
 # 长的 notebook 分几次跑，每次都先跑开头的准备单元）。每个单元是否跑完、用了多少秒、GPU 显存峰值，都记在
 # `dscourse/data/gpu_notebooks.json`：
