@@ -45,22 +45,24 @@ def _setup_module():
     spec = importlib.util.spec_from_file_location("colab_setup", ROOT / "tools" / "colab_setup.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)  # defines the functions; setup() runs only as __main__ (a notebook cell)
-    module.PINS = {"deepspeed": "0.19.8", "hjson": "3.1.0", "accelerate": "1.15.0"}
+    module.PINS = {"deepspeed": "0.19.8", "hjson": "3.1.0", "accelerate": "1.15.0", "peft": "0.21.2"}
     return module
 
 
 def test_setup_installs_nothing_where_everything_is_there():
     m = _setup_module()
-    assert m.setup_steps({"deepspeed": "0.19.8", "hjson": "3.1.0", "accelerate": "1.15.0"}, True, "x") == []
-    assert m.setup_steps({"deepspeed": "0.19.8", "accelerate": "1.16.0.dev0"}, True, "x") == []
+    assert m.setup_steps({"deepspeed": "0.19.8", "hjson": "3.1.0", "accelerate": "1.15.0", "peft": "0.21.2"},
+                         True, "x") == []
+    assert m.setup_steps({"deepspeed": "0.19.8", "accelerate": "1.16.0.dev0", "peft": "0.22.0"}, True, "x") == []
 
 
 def test_setup_steps_in_a_colab_like_runtime():
-    """Colab (2026-08): no DeepSpeed, no course package, Accelerate 1.14 (too old for notebook 06)."""
+    """Colab (2026-08): no DeepSpeed, no course package, Accelerate 1.14 (too old for notebook 06), an older PEFT."""
     m = _setup_module()
-    steps = m.setup_steps({"deepspeed": None, "accelerate": "1.14.0"}, False, "git+https://example.org/course")
+    steps = m.setup_steps({"deepspeed": None, "accelerate": "1.14.0", "peft": "0.17.1"}, False,
+                          "git+https://example.org/course")
     assert [args for _, args, _ in steps] == [["deepspeed==0.19.8", "hjson==3.1.0"], ["accelerate==1.15.0"],
-                                              ["git+https://example.org/course"]]
+                                              ["peft==0.21.2"], ["git+https://example.org/course"]]
     assert all(fix for _, _, fix in steps)
     assert m.release("1.14.0") < m.release("1.15.0") <= m.release("1.15.0rc1+local")
 
@@ -93,7 +95,8 @@ def test_setup_cell_outside_colab_says_what_is_missing_in_one_line(bare_python):
     proc = _run_setup_cell(bare_python, {"DSCOURSE_SETUP": ""})
     lines = proc.stderr.strip().splitlines()
     assert proc.returncode != 0 and len(lines) == 1, proc.stderr
-    assert lines[0].startswith("Setup: DeepSpeed 0.19.8, Accelerate 1.15.0, the course package dscourse missing here.")
+    assert lines[0].startswith("Setup: DeepSpeed 0.19.8, Accelerate 1.15.0, PEFT 0.21.2, the course package dscourse "
+                               "missing here.")
     assert "pip install -r requirements.txt -e ." in lines[0] and "DSCOURSE_SETUP=1" in lines[0]
 
 

@@ -8,7 +8,8 @@ import subprocess
 import sys
 
 REPOSITORY = "{{repository}}"  # _config.yml's repository.url: where the course package is installed from
-PINS = {"deepspeed": "{{deepspeed}}", "hjson": "{{hjson}}", "accelerate": "{{accelerate}}"}  # requirements.txt
+PINS = {"deepspeed": "{{deepspeed}}", "hjson": "{{hjson}}", "accelerate": "{{accelerate}}",  # requirements.txt
+        "peft": "{{peft}}"}
 
 
 def installed(name):
@@ -39,6 +40,9 @@ def setup_steps(versions, have_course, package):
     if versions.get("accelerate") is None or release(versions["accelerate"]) < release(PINS["accelerate"]):
         # Accelerate 1.14 unties GPT-2's lm_head from wte under FSDP2 (notebook 06); 1.15 does not.
         steps.append((f"Accelerate {PINS['accelerate']}", [f"accelerate=={PINS['accelerate']}"],
+                      "run this cell again; if pip keeps failing, restart the runtime first"))
+    if versions.get("peft") is None or release(versions["peft"]) < release(PINS["peft"]):
+        steps.append((f"PEFT {PINS['peft']}", [f"peft=={PINS['peft']}"],  # notebook 07's LoRA fine-tuning
                       "run this cell again; if pip keeps failing, restart the runtime first"))
     if not have_course:
         steps.append(("the course package dscourse", [package],

@@ -64,7 +64,8 @@ def setup_cell() -> nbformat.NotebookNode:
     """The first code cell of every notebook: tools/colab_setup.py, filled in; hidden from the HTML book."""
     source = (ROOT / "tools" / "colab_setup.py").read_text(encoding="utf-8").strip("\n")
     versions = pins()
-    fill = {"repository": repository()[0], **{name: versions[name] for name in ("deepspeed", "hjson", "accelerate")}}
+    fill = {"repository": repository()[0],
+            **{name: versions[name] for name in ("deepspeed", "hjson", "accelerate", "peft")}}
     source = re.sub(r"\{\{(\w+)\}\}", lambda m: fill[m.group(1)], source)
     cell = nbformat.v4.new_code_cell(source)
     cell.metadata.update({"tags": ["remove-cell"], "cellView": "form"})  # Colab shows its title, the book nothing

@@ -1,5 +1,5 @@
 # %% [markdown]
-# # 4.7 实验：换一个 GPU 数继续训练
+# # 4.7 实验：换 GPU 数续训，LoRA 与 ZeRO-3
 #
 # 训练到一半，手里的 GPU 变了：8 张卡的任务要挪到 4 张卡上，或者抢到了更多的卡。ZeRO 的检查点把优化器状态按 rank 切成了
 # 一片一片（每个 rank 一个 `*_optim_states.pt`），只有同样多的 rank 才读得回来。本 notebook 在真实的 DeepSpeed rank 上：
@@ -7,9 +7,11 @@
 # 1. 用 4 个 rank 训练并保存 ZeRO-2 和 ZeRO-3 检查点；
 # 2. 用 DeepSpeed 自带的 `ds_to_universal` 把它转成**通用检查点**（universal checkpoint）；
 # 3. 在 2 个 rank 上用 `"checkpoint": {"load_universal": true}` 接着训练，核对 loss 曲线接得上；
-# 4. 看不转换时 DeepSpeed 怎样拒绝。
+# 4. 看不转换时 DeepSpeed 怎样拒绝；
+# 5. 另一件常做的事：在 ZeRO-3 下用 LoRA（PEFT）微调，数清每个 rank 持有什么，保存并重新加载 adapter。
 #
-# 训练脚本是 4.3 节的 `dscourse/scripts/train_run.py`，整个往返由 `dscourse.resume.universal_resume` 完成。
+# 训练脚本是 4.3 节的 `dscourse/scripts/train_run.py`，整个往返由 `dscourse.resume.universal_resume` 完成；
+# LoRA 一节用 `dscourse/scripts/lora_train.py`（Trainer + PEFT）。
 
 # %%
 # NBVAL_IGNORE_OUTPUT
@@ -23,6 +25,7 @@ print(f"torch {torch.__version__}, deepspeed {deepspeed.__version__}, transforme
 print(f"scale: {scale.scale()}, model for 4 ranks: {scale.train_shape(4)}")
 
 # %%
+import json
 import shutil
 import tempfile
 from pathlib import Path
@@ -117,9 +120,88 @@ for stage, r in runs.items():
 # DeepSpeed 在读优化器分片前就比较了 rank 数，给出的原因很清楚。`zero_to_fp32.py` 能把同一个检查点合并成完整的 fp32 权重
 # （4.3 节），但那样只剩权重：Adam 的状态丢了，续训等于换了一个优化器从头热身。通用检查点两样都保留。
 #
+# ## 4. LoRA 与 ZeRO-3
+#
+# 今天微调 7B–70B 模型最常见的做法是 LoRA：冻住原模型，只在注意力的投影旁边训练两个小矩阵（秩 r）。它和 ZeRO 怎样配合？
+# `lora_train.py` 先建 `TrainingArguments(deepspeed=...)`，再建模型、用 `peft.get_peft_model` 加上 LoRA（r = 8，`q_proj` 和
+# `v_proj`），交给 Trainer；训练之后每个 rank 用 `dscourse.accounting.count_engine_bytes` 逐个张量清点自己持有的字节。
+# 同一个模型再做一次全参数微调作对照，ZeRO-2 和 ZeRO-3 各一次（ZeRO-3 的 `stage3_param_persistence_threshold` 设为 0，
+# 让每个参数都切分，便于和公式对照）：
+
+# %%
+from dscourse.config import build_config
+from dscourse.launch import run_ranks
+from dscourse.memory.lora import lora_state_bytes, lora_trainable
+from dscourse.models import SHAPES
+
+LORA_SHAPE, LORA_RANKS = "llama-tiny", 2
+lora_runs = {}
+for stage in (2, 3):
+    cfg = WORK / f"lora-zero{stage}.json"
+    ds = build_config(stage, micro_batch=2, world_size=LORA_RANKS, integration="hf")
+    if stage == 3:
+        ds["zero_optimization"]["stage3_param_persistence_threshold"] = 0  # partition every parameter
+    cfg.write_text(json.dumps(ds))
+    for r in (8, 0):
+        save = ["--save-adapter", str(WORK / f"adapter-zero{stage}")] if r and stage == 3 else []
+        lora_runs[(stage, r)] = run_ranks("dscourse.scripts.lora_train",
+                                          ["--config", str(cfg), "--shape", LORA_SHAPE, "--lora-rank", str(r), *save],
+                                          nproc=LORA_RANKS, timeout=900, out_dir=WORK / f"lora-{stage}-{r}").ranks[0]
+CATS = ("params", "grads", "master", "optim")
+rows = []
+for (stage, r), run in lora_runs.items():
+    held = run["held"]["cpu"] if "cpu" in run["held"] else next(iter(run["held"].values()))
+    formula = lora_state_bytes(run["total_params"], run["trainable_params"], LORA_RANKS, stage)
+    rows.append([f"ZeRO-{stage}", f"LoRA r={r}" if r else "full", f"{run['trainable_params']:,} / {run['total_params']:,}",
+                 *(f"{held.get(c, 0):,}" for c in CATS), f"{sum(held.get(c, 0) for c in CATS):,}"])
+    for c in CATS:  # the formula's bytes; Adam's step counter and a 64-byte tensor more
+        assert abs(held.get(c, 0) - formula[c]) <= 128, (stage, r, c, held, formula)
+print(text_table(["stage", "training", "trainable / all", "bf16 params", "grads", "fp32 master", "Adam m, v",
+                  "total bytes"], rows, align_right_from=2))
+assert lora_trainable(SHAPES[LORA_SHAPE], 8) == lora_runs[(3, 8)]["trainable_params"]
+
+# %% [markdown]
+# - 冻住的底座**只有 16 位参数**：没有梯度、fp32 主权重和 Adam 状态（DeepSpeed 只为需要梯度的参数建这些），ZeRO-3 还把它切成 1/N；
+#   ZeRO-2 则让每个 rank 都存一整份 16 位底座。
+# - 可训练的 adapter 按 ZeRO 的规则切分，每个参数 16 字节，和全参数微调一样，只是参数少得多。
+# - 公式 `dscourse.memory.lora.lora_state_bytes` 与清点的字节相差不到 128 字节（Adam 的 `step` 计数器 4 字节，
+#   16 位参数里多一个 64 字节的小张量）。
+#
+# 保存：ZeRO-3 下参数是分片，`trainer.save_model()` 写出的 adapter 能不能用？rank 0 把它读回一份新的底座上
+# （`PeftModel.from_pretrained`），与训练结束时收集的 LoRA 权重逐个比较：
+
+# %%
+saved = lora_runs[(3, 8)]
+print("trainer.save_model wrote:", ", ".join(f for f in saved["saved_files"] if f != "training_args.bin"))
+print(f"adapter read back onto a fresh base, equal to the trained LoRA weights: {saved['reloaded_equal']} "
+      f"(largest difference {saved['reloaded_max_abs_diff']})")
+assert saved["reloaded_equal"] and saved["trained_lora_norm"] > 0
+glue("lora_reloaded", "逐位相等" if saved["reloaded_equal"] else "不相等")
+
+# %% [markdown]
+# 网上常说 ZeRO-3 下保存 adapter 要先打开 `stage3_gather_16bit_weights_on_model_save`，否则得到空的权重：transformers 5.23 的
+# Trainer 保存 PEFT 模型时自己收集 adapter 的分片（上面的配置没有打开它），读回的权重与训练的逐位相等。
+#
+# 放大到 8 张 GPU 上的 Llama-2-70B（LoRA r = 16，`q_proj` 和 `v_proj`），同一个公式给出每张卡两步之间的模型状态：
+
+# %%
+from dscourse.memory import PRESETS, format_bytes
+
+big = PRESETS["Llama-2-70B"]
+t = lora_trainable(big, 16)
+print(f"LoRA r=16 on q_proj, v_proj: {t:,} trainable parameters ({100 * t / big.params:.3f}% of {big.params:,})")
+for stage in (2, 3):
+    lora = sum(lora_state_bytes(big.params + t, t, 8, stage).values())
+    full = sum(lora_state_bytes(big.params, big.params, 8, stage).values())
+    print(f"ZeRO-{stage} on 8 GPUs: LoRA {format_bytes(lora)} per GPU, full fine-tuning {format_bytes(full)}")
+glue("lora_70b_z3", format_bytes(sum(lora_state_bytes(big.params + t, t, 8, 3).values())))
+glue("full_70b_z3", format_bytes(sum(lora_state_bytes(big.params, big.params, 8, 3).values())))
+
+# %% [markdown]
 # ## 小结
 #
 # - ZeRO 检查点只能由同样多的 rank 读回；换 GPU 数续训，先用 `ds_to_universal` 转换，再在配置里写
 #   `"checkpoint": {"load_universal": true}`。
 # - 普通的数据并行训练要在 `deepspeed.initialize` 之前给模型设 `universal_checkpoint_info`，否则无法转换。
 # - 续训的第一步与不中断的训练逐位相同，说明权重和优化器状态都完整地回来了。
+# - LoRA 下冻住的底座只占 16 位参数（ZeRO-3 再除以 N），优化器状态只为 adapter 建；Trainer 在 ZeRO-3 下保存的 adapter 读回来逐位相等。
