@@ -6,7 +6,9 @@
 
 ``--how``:
   ``every_rank``  ``AutoModelForCausalLM.from_pretrained(DIR)`` on every rank, as a script that calls
-                  ``deepspeed.initialize`` only afterwards does: each rank holds the whole model in host memory.
+                  ``deepspeed.initialize`` only afterwards does: each rank has the whole model; in the file's dtype
+                  (``--load-dtype auto``) its parameters are views of the memory-mapped file, converting
+                  (``--load-dtype float32``) makes each rank a private copy.
   ``zero3``       ``HfDeepSpeedConfig`` with a ZeRO-3 config first (``TrainingArguments(deepspeed=...)`` does this
                   for you): transformers builds the model inside ``deepspeed.zero.Init``, partitioned as it is built,
                   and only rank 0 reads the checkpoint's values (the other ranks map it to the meta device); each
@@ -14,8 +16,9 @@
 Run each way in its own launch: a process's memory high-water mark cannot be reset. While ``from_pretrained`` runs,
 each rank samples its own ``/proc/self/status`` every millisecond or so: ``RssAnon`` (its private memory) and
 ``RssFile`` (pages of mapped files, such as the memory-mapped safetensors file, which the kernel shares between the
-ranks and can drop). It reports the peaks above what it held before the load, and the parameter bytes it holds
-after. Linux only (``/proc``).
+ranks and can drop). It reports the peaks above what it held before the load (a tiny model of the same family,
+saved in DIR/warmup by ``--save``, is loaded first, so one-time imports and set-up are not counted), and the
+parameter bytes it holds after. Linux only (``/proc``).
 """
 
 from __future__ import annotations
