@@ -6,12 +6,20 @@ from dscourse.scripts import load_memory
 
 
 def test_the_sampler_sees_private_memory_come_and_go():
-    with load_memory.Sampler() as sampled:
-        block = bytearray(64 * 2**20)
-        block[::4096] = b"x" * len(block[::4096])  # touch every page, so it is resident
-        del block
+    import mmap
+    import time
+
+    size = 64 * 2**20
     before = load_memory.rss()
+    with load_memory.Sampler() as sampled:
+        # an anonymous mapping of its own (not the heap, which may already hold freed pages): new private memory
+        block = mmap.mmap(-1, size, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)  # (the default is shared)
+        for page in range(0, size, mmap.PAGESIZE):
+            block[page] = 1  # touch every page, so it is resident
+        time.sleep(0.05)  # held a while, as a loaded model is: the sampling thread gets its turns
+        block.close()
     assert sampled.peak["private"] - before["private"] > 48 * 2**20
+    assert load_memory.rss()["private"] - before["private"] < 16 * 2**20  # and it went away again
 
 
 def test_arguments_say_what_is_missing(tmp_path, capsys):
