@@ -16,6 +16,9 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
+import platform
+import subprocess
 import sys
 import tempfile
 from pathlib import Path
@@ -30,8 +33,6 @@ def main(argv=None) -> int:
     p.add_argument("--shape", default="llama-load-cpu")
     p.add_argument("--timeout", type=float, default=600)
     args = p.parse_args(argv)
-    import subprocess
-
     import torch
 
     gpus = torch.cuda.device_count()
@@ -48,7 +49,7 @@ def main(argv=None) -> int:
     model = work / "model"
     subprocess.run([sys.executable, "-m", "dscourse.scripts.load_memory", "--save", "--model", str(model),
                     "--shape", args.shape], check=True, timeout=args.timeout)
-    runs = []
+    runs, loaded = [], None
     for n in args.world_sizes:
         for how, dtype in MODES:
             res = run_ranks("dscourse.scripts.load_memory",
@@ -59,22 +60,17 @@ def main(argv=None) -> int:
                          "ranks": [{k: r[k] for k in ("rank", "before", "peak", "after", "peak_above_before",
                                                       "held_params", "held_param_bytes_on_host", "dtype", "seconds")}
                                    for r in res.ranks]})
+            loaded = loaded or res.ranks[0]  # the model's size, the same in every launch
             print(f"{n} ranks, {how}, dtype {dtype}: rank 0 private +"
                   f"{res.ranks[0]['peak_above_before']['private'] / 1e6:.0f} MB", flush=True)
-    first = runs[0]["ranks"][0]
-    import os
-    import platform
-
     prov = {**{k: v for k, v in environment().items() if gpus or k not in ("gpu", "gpus_visible")},
             "script": "benchmarks/load_memory.py",
             "command": " ".join(["python", "benchmarks/load_memory.py", *(argv or sys.argv[1:])]),
-            "shape": args.shape, "params": json.loads((work / f"every_rank-auto-{args.world_sizes[0]}" / "rank0.json")
-                                                     .read_text())["full_params"],
-            "file_bytes": sum(f.stat().st_size for f in model.glob("*.safetensors")),
+            "shape": args.shape, "params": loaded["full_params"], "file_bytes": loaded["file_bytes"],
             "cpu": platform.processor() or platform.machine(), "cpu_count": os.cpu_count(),
-            "note": f"{'one GPU per rank (NCCL)' if gpus else 'CPU ranks (gloo)'}; a tiny model of the same family is loaded first on every rank, so one-time "
-                    "imports and set-up are not counted; private = RssAnon, mapped = RssFile (/proc/self/status)"}
-    assert first["held_params"] > 0
+            "note": f"{'one GPU per rank (NCCL)' if gpus else 'CPU ranks (gloo)'}; a tiny model of the same family "
+                    "is loaded first on every rank, so one-time imports and set-up are not counted; "
+                    "private = RssAnon, mapped = RssFile (/proc/self/status)"}
     Path(args.out).write_text(json.dumps({"provenance": prov, "runs": runs}, indent=1) + "\n")
     return 0
 

@@ -220,10 +220,10 @@ def oom_walkthrough(path=None) -> list[dict]:
     from .memory import peak_of
     from .memory.hf import arch_from_file, hf_presets
 
-    data = load_ckpt_oom(path)
+    data, presets = load_ckpt_oom(path), hf_presets()
     rows = []
     for p in (p for p in data["points"] if "limit" in p):
-        arch = arch_from_file(hf_presets()[p["model"]])
+        arch = arch_from_file(presets[p["model"]])
         pk = peak_of(arch, 1, p["stage"], p["micro_batch"], p["seq"], p["checkpointing"], p["offload_optimizer"],
                      p["offload_param"], grad_accum=p["grad_accum"])
         asked = _ALLOCATE.search(p.get("oom_message") or "")

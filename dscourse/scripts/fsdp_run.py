@@ -171,7 +171,8 @@ def main(argv=None) -> int:
     where = {cat: sorted({dev for dev, c, _ in paths.values() if c == cat}) for cat in ("params", "grads", "optim")}
     first = next(p for p in model.parameters())
     result = {"rank": rank, "world_size": world, "strategy": args.strategy, "precision": args.precision,
-              "offload": args.offload, "reshard_after_forward": args.reshard_after_forward, "mesh": list(mesh.shape), "placements": [str(p) for p in first.placements],
+              "offload": args.offload, "reshard_after_forward": args.reshard_after_forward,
+              "mesh": list(mesh.shape), "placements": [str(p) for p in first.placements],
               "params": total_params, "param_dtype": str(first.dtype).replace("torch.", ""),
               "held": held, "where": where, "param_elements_between_forward_and_backward": during,
               "losses": losses, "seconds_per_step": seconds, "micro_batch": args.micro_batch}

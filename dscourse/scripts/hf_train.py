@@ -47,8 +47,9 @@ def parse_args(argv=None):
     return args
 
 
-def make_trainer(args, shape, world: int):
-    """A Trainer on synthetic tokens; its TrainingArguments carry the DeepSpeed config."""
+def make_trainer(args, shape, world: int, wrap=None):
+    """A Trainer on synthetic tokens; its TrainingArguments carry the DeepSpeed config. ``wrap``: a function the
+    freshly built model goes through first (``peft.get_peft_model`` in ``lora_train``)."""
     import torch
     from transformers import Trainer, TrainingArguments
 
@@ -71,14 +72,26 @@ def make_trainer(args, shape, world: int):
                               disable_tqdm=True, **save)
     # TrainingArguments(deepspeed=...) came first, so under ZeRO-3 the model is built already partitioned
     # (transformers wraps model construction in deepspeed.zero.Init).
-    return Trainer(model=build_model(shape), args=targs, train_dataset=Tokens())
+    model = build_model(shape)
+    return Trainer(model=wrap(model) if wrap else model, args=targs, train_dataset=Tokens())
+
+
+def progress_callback():
+    """A TrainerCallback with which rank 0 prints ``step N loss X`` as the Trainer logs."""
+    from transformers import TrainerCallback
+
+    class Progress(TrainerCallback):
+        def on_log(self, _args, state, control, logs=None, **kwargs):
+            if state.is_world_process_zero and logs and "loss" in logs:
+                print(f"step {state.global_step} loss {logs['loss']:.4f}", flush=True)
+
+    return Progress()
 
 
 def main(argv=None) -> int:
     args = parse_args(argv)
     deterministic()
     import torch
-    from transformers import TrainerCallback
 
     from dscourse.models import SHAPES
     from dscourse.scripts.train_run import dir_bytes, full_weights
@@ -87,13 +100,7 @@ def main(argv=None) -> int:
     torch.manual_seed(args.seed)
     rank, world = int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
     trainer = make_trainer(args, SHAPES[args.shape], world)
-
-    class Progress(TrainerCallback):
-        def on_log(self, _args, state, control, logs=None, **kwargs):
-            if state.is_world_process_zero and logs and "loss" in logs:
-                print(f"step {state.global_step} loss {logs['loss']:.4f}", flush=True)
-
-    trainer.add_callback(Progress())
+    trainer.add_callback(progress_callback())
     trainer.train(resume_from_checkpoint=True if args.resume else None)
     losses = {e["step"]: e["loss"] for e in trainer.state.log_history if "loss" in e}
     result = {"losses": losses, **engine_summary(trainer.model_wrapped)}

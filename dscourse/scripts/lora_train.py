@@ -18,7 +18,7 @@ import os
 import sys
 from pathlib import Path
 
-from dscourse.scripts import deterministic, finish, uses_cuda
+from dscourse.scripts import deterministic, finish
 
 TARGETS = {"gpt2": ["c_attn"], "llama": ["q_proj", "v_proj"]}
 
@@ -39,6 +39,7 @@ def parse_args(argv=None):
     p.add_argument("--save-adapter", default=None, help="trainer.save_model(DIR) at the end, then reload it")
     p.add_argument("--out", required=True)
     p.add_argument("--local_rank", type=int, default=None, help=argparse.SUPPRESS)
+    p.set_defaults(grad_accum=1, save_steps=0, output_dir=None)  # what hf_train.make_trainer also reads
     args = p.parse_args(argv)
     args.lr = args.lr or learning_rate(args.shape)
     if args.lora_rank < 0 or args.steps < 1:
@@ -63,46 +64,28 @@ def main(argv=None) -> int:
     args = parse_args(argv)
     deterministic()
     import torch
-    from transformers import Trainer, TrainerCallback, TrainingArguments
 
     from dscourse.accounting import count_engine_bytes
-    from dscourse.models import SHAPES, build_model, synthetic_batch
+    from dscourse.models import SHAPES, build_model
+    from dscourse.scripts.hf_train import make_trainer, progress_callback
 
     rank, world = int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
     shape = SHAPES[args.shape]
     torch.manual_seed(args.seed)
 
-    class Tokens(torch.utils.data.Dataset):
-        def __len__(self):
-            return args.steps * args.micro_batch * world
-
-        def __getitem__(self, i):
-            ids = synthetic_batch(shape, 1, i, seed=args.seed)[0]
-            return {"input_ids": ids, "labels": ids}
-
-    targs = TrainingArguments(output_dir=os.path.join(args.out, "trainer"), deepspeed=args.config, bf16=True,
-                              use_cpu=not uses_cuda(), per_device_train_batch_size=args.micro_batch,
-                              max_steps=args.steps, learning_rate=args.lr, logging_steps=1, report_to=[],
-                              seed=args.seed, disable_tqdm=True, save_strategy="no")
-    model = build_model(shape)
-    if args.lora_rank:
+    def add_lora(model):
         try:
             from peft import LoraConfig, get_peft_model
         except ImportError:
             raise SystemExit("dscourse.scripts.lora_train needs PEFT: pip install peft==0.21.2") from None
+        return get_peft_model(model, LoraConfig(r=args.lora_rank, lora_alpha=2 * args.lora_rank, lora_dropout=0.0,
+                                                target_modules=TARGETS[shape.family], init_lora_weights=True))
 
-        model = get_peft_model(model, LoraConfig(r=args.lora_rank, lora_alpha=2 * args.lora_rank, lora_dropout=0.0,
-                                                 target_modules=TARGETS[shape.family], init_lora_weights=True))
-    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
-    total = sum(p.numel() for p in model.parameters())
-    trainer = Trainer(model=model, args=targs, train_dataset=Tokens())
-
-    class Progress(TrainerCallback):
-        def on_log(self, _args, state, control, logs=None, **kwargs):
-            if state.is_world_process_zero and logs and "loss" in logs:
-                print(f"step {state.global_step} loss {logs['loss']:.4f}", flush=True)
-
-    trainer.add_callback(Progress())
+    # hf_train's Trainer (TrainingArguments(deepspeed=...) first, then the model), the LoRA wrap in between
+    trainer = make_trainer(args, shape, world, wrap=add_lora if args.lora_rank else None)
+    trainable = sum(p.numel() for p in trainer.model.parameters() if p.requires_grad)
+    total = sum(p.numel() for p in trainer.model.parameters())
+    trainer.add_callback(progress_callback())
     trainer.train()
     engine = trainer.model_wrapped
     held = count_engine_bytes(engine)
