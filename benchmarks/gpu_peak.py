@@ -40,10 +40,12 @@ EXPANDABLE = ["0", "2", "3", "3+oo"]  # rerun with PYTORCH_CUDA_ALLOC_CONF=expan
 
 
 def parse_variant(text: str) -> tuple[int, str, str]:
+    """``3+oo+op``: the stage, then optimizer (oo) and parameter (op) offload to the CPU, or to NVMe (no, np)."""
     parts = text.split("+")
-    if not parts[0].isdigit() or int(parts[0]) not in (0, 1, 2, 3) or set(parts[1:]) - {"oo", "op"}:
-        raise ValueError(f"not a variant: {text!r} (write e.g. 2, 3+oo, 3+oo+op)")
-    return int(parts[0]), "cpu" if "oo" in parts else "none", "cpu" if "op" in parts else "none"
+    if not parts[0].isdigit() or int(parts[0]) not in (0, 1, 2, 3) or set(parts[1:]) - {"oo", "op", "no", "np"}:
+        raise ValueError(f"not a variant: {text!r} (write e.g. 2, 3+oo, 3+oo+op, 3+no+np)")
+    return (int(parts[0]), "cpu" if "oo" in parts else "nvme" if "no" in parts else "none",
+            "cpu" if "op" in parts else "nvme" if "np" in parts else "none")
 
 
 def append(out: Path, record: dict) -> None:
@@ -128,7 +130,8 @@ def worker(spec: dict) -> int:
     if spec["dry_run"]:
         arch = tiny(arch)
     base = {"model": spec["model"], "family": arch.family, "params": arch.params, "variant": spec["variant"],
-            "stage": stage, "offload_optimizer": oo, "offload_param": op, "alloc_conf": spec["alloc_conf"]}
+            "stage": stage, "offload_optimizer": oo, "offload_param": op, "alloc_conf": spec["alloc_conf"],
+            **({"lora": spec["lora"]} if spec.get("lora") else {})}
     if cuda:  # a "limit" stands in for a smaller card: the allocator refuses what a card of that size would
         total = torch.cuda.get_device_properties(0).total_memory
         torch.cuda.set_per_process_memory_fraction(min(1.0, spec["limit"] / total) if "limit" in spec
@@ -139,9 +142,18 @@ def worker(spec: dict) -> int:
     device = torch.device("cuda" if cuda else "cpu")
     with device:  # random weights initialised where they will live, in fp32 as a user's script has them
         model = AutoModelForCausalLM.from_config(config)
+    if spec.get("lora"):  # PEFT's LoRA on the attention's q and v projections; the base frozen
+        from peft import LoraConfig, get_peft_model
+
+        targets = ["c_attn"] if arch.family == "gpt2" else ["q_proj", "v_proj"]
+        model = get_peft_model(model, LoraConfig(r=spec["lora"], lora_alpha=2 * spec["lora"], lora_dropout=0.0,
+                                                 target_modules=targets))
+        base["trainable_params"] = sum(p.numel() for p in model.parameters() if p.requires_grad)
     gas = spec.get("grad_accum", 1)
+    swap = Path(spec["swap_dir"]) if "nvme" in (oo, op) else None
     cfg = build_config(stage, micro_batch=spec["sizes"][0][0], grad_accum=gas, offload_optimizer=oo,
-                       offload_param=op, lr=1e-5, torch_adam=not cuda)  # CPU ranks: torch's AdamW (no C++ op)
+                       offload_param=op, lr=1e-5, torch_adam=not cuda,  # CPU ranks: torch's AdamW (no C++ op)
+                       nvme_path=str(swap) if swap else None)
     t0 = time.perf_counter()
     engine, *_ = deepspeed.initialize(model=model, model_parameters=model.parameters(), config=cfg)
     engine.train()
@@ -202,6 +214,9 @@ def worker(spec: dict) -> int:
                                                       for m in micro]} if gas > 1 else {})})
                     steps_done += 1
                 point["steps"] = steps
+                if swap:  # ZeRO-Infinity's swap files while the engine holds them
+                    point["swap_bytes"] = sum(f.stat().st_size for f in swap.rglob("*") if f.is_file())
+                    point["swap_files"] = sum(1 for f in swap.rglob("*") if f.is_file())
                 if cuda:
                     stats = torch.cuda.memory_stats()
                     point["alloc_retries"], point["ooms"] = stats.get("num_alloc_retries"), stats.get("num_ooms")
@@ -244,14 +259,18 @@ def worker(spec: dict) -> int:
 
 # ---------------------------------------------------------------- the driver
 
-def build_ops(timeout: float) -> dict:
-    """Compile FusedAdam and DeepSpeedCPUAdam side by side once, before the workers need them."""
+OPS = {"fused_adam": "FusedAdamBuilder", "cpu_adam": "CPUAdamBuilder", "async_io": "AsyncIOBuilder"}
+
+
+def build_ops(timeout: float, names=("fused_adam", "cpu_adam")) -> dict:
+    """Compile FusedAdam and DeepSpeedCPUAdam (and async_io for the NVMe variants) side by side once, before the
+    workers need them."""
     code = "from deepspeed.ops.op_builder import {0}; {0}().load()"
     t0 = time.time()
-    procs = [subprocess.Popen([sys.executable, "-c", code.format(b)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                              text=True) for b in ("FusedAdamBuilder", "CPUAdamBuilder")]
+    procs = [subprocess.Popen([sys.executable, "-c", code.format(OPS[b])], stdout=subprocess.PIPE,
+                              stderr=subprocess.STDOUT, text=True) for b in names]
     result = {}
-    for b, p in zip(("fused_adam", "cpu_adam"), procs):
+    for b, p in zip(names, procs):
         try:
             log, _ = p.communicate(timeout=timeout)
             result[b] = {"rc": p.returncode, "tail": log[-500:] if p.returncode else ""}
@@ -267,7 +286,7 @@ def jobs(args) -> list[dict]:
     for c in json.loads(args.checks) if args.checks else []:  # a planner's picks, measured before the grid
         out.append({"model": c["model"], "variant": c["variant"], "sizes": [(c["micro_batch"], c["seq"])],
                     "checkpointing": [c["checkpointing"]], "grad_accum": c["grad_accum"], "alloc_conf": "",
-                    "trace": False, **{k: c[k] for k in ("budget", "limit") if k in c}})
+                    "trace": False, **{k: c[k] for k in ("budget", "limit", "lora") if k in c}})
     if args.no_grid:
         return out + jobs_expandable(args)
     first = args.models[0]
@@ -276,7 +295,7 @@ def jobs(args) -> list[dict]:
     for model, sizes in grid:
         for v in args.variants:
             out.append({"model": model, "variant": v, "sizes": sizes, "alloc_conf": "",
-                        "trace": model == first and v in TRACE_VARIANTS})
+                        "trace": model == first and v in TRACE_VARIANTS, **({"lora": args.lora} if args.lora else {})})
     return out + jobs_expandable(args)
 
 
@@ -328,9 +347,11 @@ def main(argv=None) -> int:
     p.add_argument("--worker-timeout", type=float, default=150)
     p.add_argument("--no-expandable", dest="expandable", action="store_false")
     p.add_argument("--checks", help="JSON list of points to measure first: {model, variant, micro_batch, seq, "
-                   "checkpointing, grad_accum[, budget][, limit]}; a planner's pick carries the budget it was picked for; "
-                   "a limit (bytes) caps the process's GPU memory as a card of that size would")
+                   "checkpointing, grad_accum[, budget][, limit][, lora]}; a planner's pick carries the budget it was picked for; "
+                   "a limit (bytes) caps the process's GPU memory as a card of that size would; lora: PEFT LoRA's r")
     p.add_argument("--no-grid", action="store_true", help="only the --checks and the expandable_segments reruns")
+    p.add_argument("--lora", type=int, default=0, help="the grid's models with PEFT LoRA of this r on q_proj, v_proj")
+    p.add_argument("--swap-dir", default="/tmp/dscourse-swap", help="nvme_path of the NVMe variants (a folder per worker)")
     p.add_argument("--dry-run", action="store_true", help="tiny stand-ins of the models on the CPU")
     p.add_argument("--fold", nargs=3, metavar=("JSONL", "JSON", "NOTE"),
                    help="only write the JSON lines of a run as one object, as committed in dscourse/data")
@@ -351,7 +372,8 @@ def main(argv=None) -> int:
 
     cuda = torch.cuda.is_available() and not args.dry_run
     if cuda:
-        append(out, {"kind": "ops_build", **build_ops(240)})
+        nvme = any("nvme" in parse_variant(j["variant"])[1:] for j in jobs(args))
+        append(out, {"kind": "ops_build", **build_ops(240, tuple(OPS) if nvme else ("fused_adam", "cpu_adam"))})
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]),
            "OMP_NUM_THREADS": str(max(1, (os.cpu_count() or 1) // max(1, args.parallel)))}  # DeepSpeedCPUAdam
     if not cuda:
@@ -362,7 +384,7 @@ def main(argv=None) -> int:
             job = todo.pop(0)
             port += 1
             spec = {**job, "out": str(out), "port": port, "steps": args.steps, "dry_run": args.dry_run,
-                    "memory_fraction": 0.95 / max(1, args.parallel)}
+                    "memory_fraction": 0.95 / max(1, args.parallel), "swap_dir": str(Path(args.swap_dir) / str(port))}
             wenv = {**env, "PYTORCH_CUDA_ALLOC_CONF": job["alloc_conf"]} if job["alloc_conf"] else env
             timeout = min(args.worker_timeout, max(30.0, args.deadline + 60 - (time.time() - t0)))
             proc = subprocess.Popen([sys.executable, __file__, "--worker", json.dumps(spec)], env=wenv,

@@ -8,7 +8,11 @@ from __future__ import annotations
 
 from .hf_fills import TRAINER_FILLS, TRAINER_FILLS_ZERO3
 
-OFFLOAD_DEVICES = ("none", "cpu")
+OFFLOAD_DEVICES = ("none", "cpu", "nvme")
+# The "aio" section at DeepSpeed 0.19.8's defaults (runtime/swap_tensor/constants.py AIO_FORMAT), written out whenever
+# a config swaps to NVMe so that the book can explain every key of the config it runs.
+AIO_DEFAULTS = {"block_size": 1048576, "queue_depth": 8, "intra_op_parallelism": 1, "single_submit": False,
+                "overlap_events": True, "use_gds": False}
 
 
 INTEGRATIONS = ("deepspeed", "hf")
@@ -17,7 +21,7 @@ INTEGRATIONS = ("deepspeed", "hf")
 def build_config(stage: int = 2, *, micro_batch: int = 1, grad_accum: int = 1, world_size: int = 1,
                  precision: str = "bf16", offload_optimizer: str = "none", offload_param: str = "none",
                  lr: float = 1e-3, torch_adam: bool = True, extra_zero: dict | None = None,
-                 integration: str = "deepspeed") -> dict:
+                 integration: str = "deepspeed", nvme_path: str | None = None) -> dict:
     """A DeepSpeed config as a dict that serialises to strict JSON.
 
     ``integration="deepspeed"``: for plain ``deepspeed.initialize``, numbers everywhere.
@@ -26,6 +30,7 @@ def build_config(stage: int = 2, *, micro_batch: int = 1, grad_accum: int = 1, w
     precision, and the bucket sizes it derives from the model's hidden size).
     ``torch_adam`` makes DeepSpeed use ``torch.optim.AdamW`` (same state memory as FusedAdam and
     DeepSpeedCPUAdam) so that no C++/CUDA op is compiled on first use.
+    An offload to ``"nvme"`` (ZeRO-Infinity) swaps to files under ``nvme_path`` and adds the ``aio`` section.
     """
     if integration not in INTEGRATIONS:
         raise ValueError(f"integration must be one of {INTEGRATIONS}, not {integration!r}")
@@ -38,14 +43,18 @@ def build_config(stage: int = 2, *, micro_batch: int = 1, grad_accum: int = 1, w
         raise ValueError("offload_param needs ZeRO stage 3: stages 0-2 keep every parameter on each GPU")
     if offload_optimizer != "none" and stage == 0:
         raise ValueError("offload_optimizer needs ZeRO stage 1, 2 or 3")
+    nvme = "nvme" in (offload_optimizer, offload_param)
+    if nvme and not nvme_path:
+        raise ValueError('an offload to "nvme" needs nvme_path: the directory (on a local NVMe drive) to swap to')
     if precision not in ("bf16", "fp16", "fp32"):
         raise ValueError(f"precision must be bf16, fp16 or fp32, not {precision!r}")
 
     zero: dict = {"stage": stage}
-    if offload_optimizer != "none":
-        zero["offload_optimizer"] = {"device": offload_optimizer, "pin_memory": False}
-    if offload_param != "none":
-        zero["offload_param"] = {"device": offload_param, "pin_memory": False}
+    for key, device in (("offload_optimizer", offload_optimizer), ("offload_param", offload_param)):
+        if device != "none":
+            zero[key] = {"device": device, "pin_memory": False}
+            if device == "nvme":
+                zero[key]["nvme_path"] = str(nvme_path)
     zero.update(extra_zero or {})
 
     optimizer_params = {"lr": lr, "betas": [0.9, 0.999], "eps": 1e-8, "weight_decay": 0.0}
@@ -61,6 +70,8 @@ def build_config(stage: int = 2, *, micro_batch: int = 1, grad_accum: int = 1, w
         "steps_per_print": 100,
         "wall_clock_breakdown": False,
     }
+    if nvme:
+        cfg["aio"] = dict(AIO_DEFAULTS)
     if precision == "bf16":
         cfg["bf16"] = {"enabled": True}
     elif precision == "fp16":

@@ -38,6 +38,8 @@ def parse_args(argv=None):
     p.add_argument("--dump-weights", action="store_true", help="rank 0 writes the full weights at the end")
     p.add_argument("--universal-info", action="store_true",
                    help="save the universal_checkpoint_info that deepspeed.checkpoint.ds_to_universal needs")
+    p.add_argument("--swap-dir", default=None,
+                   help="the config's nvme_path: each rank records the files it holds there after the last step")
     p.add_argument("--out", required=True)
     p.add_argument("--local_rank", type=int, default=None, help=argparse.SUPPRESS)
     args = p.parse_args(argv)
@@ -100,14 +102,16 @@ def main(argv=None) -> int:
             raise SystemExit(f"no checkpoint in {args.resume_from} (tag {args.resume_tag or 'latest'})")
         result["load_seconds"] = time.perf_counter() - t0
         start = client["step"]
-    losses = {}
+    losses, seconds = {}, {}
     for step in range(start, args.steps):
+        t0 = time.perf_counter()
         batch = step % args.pool if args.pool else step
         ids = synthetic_batch(shape, micro, batch * world + rank, seed=args.seed, device=device)
         loss = engine(input_ids=ids, labels=ids).loss
         engine.backward(loss)
         engine.step()
         losses[step + 1] = loss.item()
+        seconds[step + 1] = time.perf_counter() - t0
         if rank == 0:
             print(f"step {step + 1} loss {losses[step + 1]:.4f}", flush=True)
         if step + 1 in args.save_at:
@@ -118,6 +122,8 @@ def main(argv=None) -> int:
             result.setdefault("save_seconds", {})[step + 1] = time.perf_counter() - t0
             result["checkpoint_files"] = dir_bytes(Path(args.save_dir))
 
+    if args.swap_dir:  # ZeRO-Infinity's swap files, while the engine still holds them
+        result["swap_files"] = dir_bytes(Path(args.swap_dir))
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     if args.dump_weights:
@@ -127,7 +133,7 @@ def main(argv=None) -> int:
             torch.save(module, out / "weights_module.pt")
     result.update({"rank": rank, "world_size": world, "zero_stage": engine.zero_optimization_stage(),
                    "optimizer_class": type(engine.optimizer).__name__,
-                   "losses": losses, "first_step": start + 1, "micro_batch": micro})
+                   "losses": losses, "step_seconds": seconds, "first_step": start + 1, "micro_batch": micro})
     finish(result, out, rank)
     return 0
 
