@@ -70,3 +70,29 @@ def nvme_vs_cpu(workdir: str | Path, shape: str = "gpt2-small-cpu", ranks: int =
         result = run_ranks("dscourse.scripts.train_run", args, nproc=ranks, timeout=timeout, out_dir=run / "out")
         out[device] = {**result.ranks[0], "config": str(cfg)}
     return out
+
+
+def swap_file_holds(name: str) -> tuple[str, str]:
+    """(kind, what) of a swap file under ``nvme_path``, from the name DeepSpeed gives it; kind is ``params`` (a
+    parameter's 16-bit partition), ``grads`` (a parameter's fp32 gradient partition) or ``optim`` (a sub-group's fp32
+    master weights, ``exp_avg`` or ``exp_avg_sq``)."""
+    base = name.rsplit("/", 1)[-1]
+    if base.endswith("_param.tensor.swp"):
+        return "params", "a parameter's bf16 partition"
+    if "_gradient_" in base:
+        return "grads", "a parameter's fp32 gradient partition"
+    for state in ("exp_avg_sq", "exp_avg"):
+        if base.startswith(state + "-"):
+            return "optim", f"Adam's {state} (a sub-group)"
+    return "optim", "fp32 master weights (a sub-group)"
+
+
+def swap_totals(files: dict[str, int], rank: int = 0) -> dict[str, int]:
+    """Bytes of ``rank``'s swap files by the kind :func:`swap_file_holds` gives (``files``: path relative to
+    ``nvme_path`` -> bytes)."""
+    out: dict[str, int] = {}
+    for name, size in files.items():
+        if f"/rank{rank}/" in f"/{name}":
+            kind = swap_file_holds(name)[0]
+            out[kind] = out.get(kind, 0) + size
+    return out

@@ -390,12 +390,13 @@ BELOW_OP_BUILDS = 5
 
 
 # DeepSpeed's CPU ops that the course's ranks load (shared-memory all-reduce at init, CPU Adam for offload, the CPU
-# accelerator's fused Adam): compiled on first use, behind a lock file that a rank killed while it holds it leaves
+# accelerator's fused Adam, async I/O for NVMe offload): compiled on first use, behind a lock file that a rank killed while it holds it leaves
 # behind for every later rank to wait on. The server has them compiled at once, side by side, by processes no test
 # kills, then loads them itself, so that a rank served after that finds them loaded (DeepSpeed's OpBuilder keeps
 # loaded ops) and takes no lock at all.
-# The shared-memory all-reduce first and alone: every rank loads it when its process group starts.
-OP_STAGES = (("ShareMemCommBuilder",), ("CPUAdamBuilder", "FusedAdamBuilder"))
+# The shared-memory all-reduce first and alone: every rank loads it when its process group starts. The async I/O op
+# of NVMe offload (notebook 07; it needs libaio, and loads the pin-memory op with it) last: one notebook cell uses it.
+OP_STAGES = (("ShareMemCommBuilder",), ("CPUAdamBuilder", "FusedAdamBuilder"), ("AsyncIOBuilder",))
 OPS = tuple(name for stage in OP_STAGES for name in stage)
 
 

@@ -67,6 +67,14 @@ def test_setup_steps_in_a_colab_like_runtime():
     assert m.release("1.14.0") < m.release("1.15.0") <= m.release("1.15.0rc1+local")
 
 
+def test_setup_installs_libaio_in_colab_only():
+    """Notebook 07's NVMe offload compiles DeepSpeed's async_io op against libaio: Colab's runtime lacks its headers
+    and has apt-get as root; elsewhere the README asks for it and the cell installs no system package."""
+    m = _setup_module()
+    assert m.system_steps(True, False) == [["libaio-dev"]]
+    assert m.system_steps(True, True) == m.system_steps(False, False) == []
+
+
 def _tools_notebooks():
     sys.path.insert(0, str(ROOT / "tools"))
     try:

@@ -52,7 +52,23 @@ def setup_steps(versions, have_course, package):
     return steps
 
 
+def system_steps(in_colab, have_libaio):
+    """The Debian/Ubuntu packages to install with apt-get: libaio's headers for DeepSpeed's async_io op (notebook 07's
+    NVMe offload), in Colab only; elsewhere the README says to install it."""
+    return [["libaio-dev"]] if in_colab and not have_libaio else []
+
+
 def setup():
+    for packages in system_steps("google.colab" in sys.modules, os.path.exists("/usr/include/libaio.h")):
+        print(f"Setup: apt-get install {' '.join(packages)} ...")
+        try:
+            proc = subprocess.run(["apt-get", "install", "-y", "-qq", *packages], capture_output=True, text=True,
+                                  timeout=600)
+        except subprocess.TimeoutExpired:
+            raise SystemExit("Setup: apt-get took over 10 minutes and was stopped: run this cell again.") from None
+        if proc.returncode != 0:
+            raise SystemExit(f"Setup: apt-get install {' '.join(packages)} failed: run `!apt-get update` in a cell, "
+                             "then this cell again.")
     versions = {name: installed(name) for name in PINS}
     package = os.environ.get("DSCOURSE_PACKAGE") or f"git+{REPOSITORY}"
     steps = setup_steps(versions, importlib.util.find_spec("dscourse") is not None, package)

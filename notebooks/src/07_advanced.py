@@ -1,5 +1,5 @@
 # %% [markdown]
-# # 4.7 实验：换 GPU 数续训，LoRA 与 ZeRO-3
+# # 4.7 实验：换 GPU 数续训，LoRA 与 ZeRO-3，卸载到 NVMe
 #
 # 训练到一半，手里的 GPU 变了：8 张卡的任务要挪到 4 张卡上，或者抢到了更多的卡。ZeRO 的检查点把优化器状态按 rank 切成了
 # 一片一片（每个 rank 一个 `*_optim_states.pt`），只有同样多的 rank 才读得回来。本 notebook 在真实的 DeepSpeed rank 上：
@@ -8,7 +8,8 @@
 # 2. 用 DeepSpeed 自带的 `ds_to_universal` 把它转成**通用检查点**（universal checkpoint）；
 # 3. 在 2 个 rank 上用 `"checkpoint": {"load_universal": true}` 接着训练，核对 loss 曲线接得上；
 # 4. 看不转换时 DeepSpeed 怎样拒绝；
-# 5. 另一件常做的事：在 ZeRO-3 下用 LoRA（PEFT）微调，数清每个 rank 持有什么，保存并重新加载 adapter。
+# 5. 另一件常做的事：在 ZeRO-3 下用 LoRA（PEFT）微调，数清每个 rank 持有什么，保存并重新加载 adapter；
+# 6. 再往下一层：把优化器状态和参数卸载到 NVMe 盘上的文件（ZeRO-Infinity），看文件里是什么。
 #
 # 训练脚本是 4.3 节的 `dscourse/scripts/train_run.py`，整个往返由 `dscourse.resume.universal_resume` 完成；
 # LoRA 一节用 `dscourse/scripts/lora_train.py`（Trainer + PEFT）。
@@ -198,6 +199,109 @@ glue("lora_70b_z3", format_bytes(sum(lora_state_bytes(big.params + t, t, 8, 3).v
 glue("full_70b_z3", format_bytes(sum(lora_state_bytes(big.params, big.params, 8, 3).values())))
 
 # %% [markdown]
+# ## 5. 卸载到 NVMe（ZeRO-Infinity）
+#
+# CPU 卸载（4.3 节）把 fp32 主权重和 Adam 状态放进主机内存：每个参数 12 字节（再加 ZeRO-3 的 16 位参数分片 2 字节、
+# fp32 梯度 4 字节）。放大到一台 8 卡机器上的 Llama-2-70B：
+
+# %%
+from dscourse.memory import Setup, estimate
+
+host = estimate(Setup(params=big.params, gpus=8, stage=3, offload_optimizer="cpu", offload_param="cpu"), "allocated")
+print(f"Llama-2-70B, ZeRO-3, parameters and optimizer offloaded to the CPU, 8 GPUs on one node: "
+      f"{format_bytes(host.cpu_bytes)} of host RAM for the model states")
+glue("nvme_70b_host", format_bytes(host.cpu_bytes))
+
+# %% [markdown]
+# 很少有机器有这么多内存。ZeRO-Infinity 再往下一层：把它们写进本地 NVMe 盘上的文件，用到时再读回来。配置上只是把 `"device"`
+# 从 `"cpu"` 换成 `"nvme"`，再给一个目录：
+#
+# ```json
+# "zero_optimization": {
+#   "stage": 3,
+#   "offload_optimizer": {"device": "nvme", "nvme_path": "/local_nvme"},
+#   "offload_param": {"device": "nvme", "nvme_path": "/local_nvme",
+#                     "buffer_count": 5, "buffer_size": 1e8, "max_in_cpu": 1e9}
+# },
+# "aio": {"block_size": 1048576, "queue_depth": 8, "intra_op_parallelism": 1,
+#         "single_submit": false, "overlap_events": true, "use_gds": false}
+# ```
+#
+# 读写文件用的是 DeepSpeed 的 `async_io` 算子（Linux 的异步 I/O，libaio），第一次用到时现场编译。先问 DeepSpeed 这台机器能不能
+# 编译它（`AsyncIOBuilder.is_compatible`，它会编译并链接一个调用 `io_submit` 的小程序）：
+
+# %%
+from dscourse.nvme_offload import AIO_PACKAGE_HINT, aio_op_report
+
+report = aio_op_report()
+print(f"DeepSpeed can build its async_io op here: {report['compatible']}")
+if not report["compatible"]:  # DeepSpeed's own words, then what to do
+    raise RuntimeError("\n".join([*report["messages"], AIO_PACKAGE_HINT]))
+
+# %% [markdown]
+# 能。没有 libaio 的机器上这里是 `False`，DeepSpeed 的提示是 “async_io requires the dev libaio .so object and headers but these
+# were not found”，并建议 `apt install libaio-dev`（Colab 上 `!apt-get install -y libaio-dev`）。
+#
+# 同一个 ZeRO-3 模型训练 4 步，两次：参数和优化器状态都卸载到 CPU，都卸载到 NVMe（这里是一个临时目录）。两次用的是同一个
+# CPU 上的 Adam，差别只在状态放在内存还是文件里，所以 loss 应当逐位相同：
+
+# %%
+# NBVAL_IGNORE_OUTPUT
+# (the losses' last digits depend on the CPU's bf16 kernels; the next cell's checks are compared everywhere)
+from dscourse.nvme_offload import nvme_vs_cpu, swap_totals
+
+NVME_SHAPE = "gpt2-small-cpu"
+offload = nvme_vs_cpu(WORK / "nvme", shape=NVME_SHAPE, ranks=2, steps=4)
+print(text_table(["step", "offloaded to the CPU", "offloaded to NVMe"],
+                 [[step, f"{offload['cpu']['losses'][step]:.4f}", f"{offload['nvme']['losses'][step]:.4f}"]
+                  for step in offload["cpu"]["losses"]], align_right_from=0))
+
+# %%
+same = offload["cpu"]["losses"] == offload["nvme"]["losses"]
+print(f"every step's loss identical with the states on the CPU and on NVMe: {same}")
+assert same and len(offload["nvme"]["losses"]) == 4
+
+# %% [markdown]
+# 训练结束时，每个 rank 在 `nvme_path` 下有这些文件（rank 0 的；rank 1 的一样多）：
+
+# %%
+from dscourse.memory.nvme import MIN_AIO_BYTES, swap_bytes
+from dscourse.memory.peak import param_tensors
+from dscourse.nvme_offload import swap_file_holds
+
+files = offload["nvme"]["swap_files"]
+print(text_table(["file (rank 0)", "holds", "bytes"],
+                 [[f.removeprefix("zero_stage_3/"), swap_file_holds(f)[1], f"{b:,}"]
+                  for f, b in files.items() if "/rank0/" in f], align_right_from=2))
+measured = swap_totals(files, rank=0)
+predicted = swap_bytes(param_tensors(SHAPES[NVME_SHAPE]), ranks=2)
+print(f"\nrank 0 on disk: {measured}\nswap_bytes():   {predicted}")
+assert measured == predicted == swap_totals(files, rank=1)
+glue("nvme_min_aio", format_bytes(MIN_AIO_BYTES))
+
+# %% [markdown]
+# - 优化器状态：fp32 主权重、`exp_avg`、`exp_avg_sq` 各一个文件，都是这个 rank 的整段分区（约 $\Psi/N$ 个元素 × 4 字节），
+#   外加 fp32 梯度；参数：每个参数一个文件，存它的 bf16 分片。
+# - 只有**一个**参数被写进了文件：DeepSpeed 不交换小于 `max(MIN_AIO_BYTES, aio.block_size)`（1 MiB）的张量
+#   （`swap_tensor/partitioned_param_swapper.py` 的 `swappable_tensor`），它们留在主机内存里。这个小模型只有词嵌入的分片够大；
+#   真实模型的每个投影矩阵都有几百万个元素，几乎全部写进文件。
+# - `dscourse.memory.nvme.swap_bytes` 按这些规则算出每个 rank 的文件字节，与实际文件逐字节相等。
+#
+# `aio` 一节的每个键（DeepSpeed 0.19.8 的默认值；`deepspeed/runtime/swap_tensor/constants.py`）：
+#
+# | 键 | 默认 | 含义 |
+# |---|---|---|
+# | `block_size` | 1048576 | 每个 I/O 请求的字节数；也是能被交换的张量的下限 |
+# | `queue_depth` | 8 | 同时提交给内核的请求数 |
+# | `intra_op_parallelism` | 1 | 一次读写拆给几个线程（旧名 `thread_count`） |
+# | `single_submit` | false | true：请求一个一个提交；false：成批提交 |
+# | `overlap_events` | true | 提交新请求与等待已完成的请求重叠 |
+# | `use_gds` | false | GPUDirect Storage：盘与 GPU 直接传输，只在 CUDA 上可用 |
+#
+# `offload_param` 的三个键管主机上的缓冲：`buffer_count` 个、每个 `buffer_size` 个元素的缓冲区（必须装得下最大的参数），
+# `max_in_cpu` 是留在内存里不写盘的参数元素数。上面的运行把 `max_in_cpu` 设为 0，让能写盘的参数都写盘。
+
+# %% [markdown]
 # ## 小结
 #
 # - ZeRO 检查点只能由同样多的 rank 读回；换 GPU 数续训，先用 `ds_to_universal` 转换，再在配置里写
@@ -205,3 +309,5 @@ glue("full_70b_z3", format_bytes(sum(lora_state_bytes(big.params, big.params, 8,
 # - 普通的数据并行训练要在 `deepspeed.initialize` 之前给模型设 `universal_checkpoint_info`，否则无法转换。
 # - 续训的第一步与不中断的训练逐位相同，说明权重和优化器状态都完整地回来了。
 # - LoRA 下冻住的底座只占 16 位参数（ZeRO-3 再除以 N），优化器状态只为 adapter 建；Trainer 在 ZeRO-3 下保存的 adapter 读回来逐位相等。
+# - 卸载到 NVMe 只需把 `"device"` 换成 `"nvme"` 并给出 `nvme_path`；它需要能编译 `async_io` 算子（libaio）。结果与 CPU 卸载逐位
+#   相同，只是状态在文件里；小于 1 MiB 的张量不写盘。
