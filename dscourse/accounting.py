@@ -139,3 +139,49 @@ def count_fsdp_bytes(module, optimizer) -> dict:
     result["elements"] = elements
     result["paths"] = paths
     return result
+
+
+def saved_for_backward_bytes(model, **inputs) -> int:
+    """Bytes of the tensors autograd keeps for backward during ``model(**inputs)``: every distinct storage saved by the
+    forward's operations, the model's own parameters left out (a frozen weight that a matmul keeps for its input's
+    gradient is not an activation). What activation memory is, counted rather than read off an allocator."""
+    params = {p.untyped_storage().data_ptr() for p in model.parameters()}
+    saved: dict[int, int] = {}
+
+    def pack(t):
+        storage = t.untyped_storage()
+        if storage.data_ptr() not in params:
+            saved[storage.data_ptr()] = storage.nbytes()
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        model(**inputs)
+    return sum(saved.values())
+
+
+def lora_activation_delta(arch, lora, seq: int, checkpointing: bool = False, micro_batch: int = 1) -> int:
+    """Bytes LoRA saves for backward minus what full fine-tuning saves, counted on two real bf16 models of ``arch``
+    built by transformers from its config (random weights, the same seed): one with every parameter training, one with
+    PEFT's adapters (``lora``: a :class:`dscourse.memory.peak.Lora`) and the rest frozen, cast to bf16 as DeepSpeed's
+    bf16 engine casts the whole module. Small shapes only: it runs on the CPU."""
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    from .memory.hf import hf_config_of
+
+    def count(with_lora: bool) -> int:
+        torch.manual_seed(0)
+        config = AutoConfig.for_model(**hf_config_of(arch))
+        config._attn_implementation = "eager" if arch.family == "gemma2" else "sdpa"
+        model = AutoModelForCausalLM.from_config(config)
+        if with_lora:
+            from peft import LoraConfig, get_peft_model
+
+            model = get_peft_model(model, LoraConfig(r=lora.rank, lora_alpha=2 * lora.rank, lora_dropout=0.0,
+                                                     target_modules=list(lora.modules)))
+        model = model.to(torch.bfloat16).train()
+        if checkpointing:
+            model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        ids = torch.randint(0, arch.vocab, (micro_batch, seq), generator=torch.Generator().manual_seed(1))
+        return saved_for_backward_bytes(model, input_ids=ids, labels=ids)
+
+    return count(True) - count(False)

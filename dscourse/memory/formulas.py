@@ -22,6 +22,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from .lora import lora_state_bytes
+
 FORMULAS = ("paper", "seed", "deepspeed", "accelerate", "allocated")
 CATEGORIES = ("params", "grads", "master", "optim", "buffers", "workspace", "step", "activations")
 STATE_CATEGORIES = CATEGORIES[:6]  # what a family's estimate holds between steps
@@ -58,6 +60,7 @@ class Setup:
     largest_layer: int | None = None  # parameters of the largest layer (DeepSpeed's ZeRO-3 estimator)
     persistent_params: int = 0  # ZeRO-3 parameters below the persistence threshold, kept whole
     reduce_bucket_size: int = DEFAULT_REDUCE_BUCKET_SIZE
+    trainable: int | None = None  # parameters that train (LoRA's adapters, counted in params); None: every one
 
     def __post_init__(self):
         def whole(name, value, minimum):
@@ -86,6 +89,19 @@ class Setup:
             if self.largest_layer > self.params:
                 raise FormulaError(f"the largest layer ({self.largest_layer:,}) cannot exceed the model ({self.params:,})")
         whole("persistent params", self.persistent_params, 0)
+        if self.trainable is not None:
+            whole("trainable params", self.trainable, 1)
+            if self.trainable > self.params:
+                raise FormulaError(f"the trainable parameters ({self.trainable:,}) cannot exceed the model "
+                                   f"({self.params:,})")
+            if self.lora and "cpu" in (self.offload_optimizer, self.offload_param):
+                raise FormulaError("LoRA with offload is not modelled here (the adapters' optimizer state is small, "
+                                   "offloading it rarely pays): drop the offload, or count full fine-tuning")
+
+    @property
+    def lora(self) -> bool:
+        """Only part of the model trains (the rest frozen, as under LoRA)."""
+        return self.trainable is not None and self.trainable < self.params
 
     @property
     def per_node(self) -> int:
@@ -127,7 +143,7 @@ class Estimate:
             "setup": {"params": self.setup.params, "gpus": self.setup.gpus, "gpus_per_node": self.setup.per_node,
                       "nodes": self.setup.nodes, "stage": self.setup.stage,
                       "offload_optimizer": self.setup.offload_optimizer, "offload_param": self.setup.offload_param,
-                      "largest_layer": self.setup.largest_layer},
+                      "largest_layer": self.setup.largest_layer, "trainable": self.setup.trainable},
         }
 
 
@@ -241,7 +257,15 @@ def allocated(s: Setup) -> Estimate:
     psi, n, largest = s.params, s.gpus, s.largest_layer or 0
     notes = []
     host: dict = {}  # per rank
-    if s.stage == 0:
+    if s.lora:
+        # the frozen base keeps its 16-bit weights only; master, Adam and gradients exist for the trainable part
+        gpu = lora_state_bytes(psi, s.trainable, n, s.stage)
+        if s.stage == 3:
+            gpu["params"] += 2 * s.persistent_params if n > 1 else 0
+            gpu["buffers"] = 2 * s.reduce_bucket_size
+        notes.append(f"LoRA: {s.trainable:,} of {psi:,} parameters train; the frozen base holds only its 16-bit weights"
+                     + (" (partitioned)" if s.stage == 3 else " (whole on every GPU)"))
+    elif s.stage == 0:
         gpu = {"params": 2 * psi, "master": 4 * psi, "optim": 8 * psi}
         notes.append("ZeRO-0 with bf16 runs FP16_UnfusedOptimizer: bf16 params, a full fp32 master copy and Adam "
                      "on every GPU; the bf16 grads are freed after the step")
@@ -290,6 +314,9 @@ def estimate(setup: Setup, formula: str = "allocated") -> Estimate:
         family = FAMILIES[formula]
     except KeyError:
         raise FormulaError(f"unknown formula {formula!r}: use one of {', '.join(FORMULAS)}") from None
+    if setup.lora and formula != "allocated":
+        raise FormulaError(f"the {formula} family counts full fine-tuning (every parameter trains); with LoRA only "
+                           "the allocated family has an answer")
     return family(setup)
 
 

@@ -15,19 +15,34 @@ from __future__ import annotations
 
 from .shapes import Arch
 
+# PEFT's LoraConfig(target_modules=...) as the calculator takes it: its default for Llama-like models, and every
+# linear layer but the output head ("all-linear", as QLoRA trains)
+TARGET_SETS = {"q_proj,v_proj": ("q_proj", "v_proj"),
+               "all-linear": ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")}
 
-def lora_trainable(arch: Arch, rank: int, targets=("q_proj", "v_proj")) -> int:
-    """Parameters LoRA of ``rank`` adds to ``arch`` on the attention projections ``targets`` (an A of rank × in and a
-    B of out × rank per target and layer); GPT-2's fused ``c_attn`` (in hidden, out 3 × hidden)."""
-    h, q = arch.hidden, arch.heads * arch.dim
+
+def _linear_shapes(arch: Arch) -> dict:
+    h, q, i = arch.hidden, arch.heads * arch.dim, arch.intermediate
     kv = (arch.kv_heads or arch.heads) * arch.dim
-    shapes = {"q_proj": (h, q), "k_proj": (h, kv), "v_proj": (h, kv), "o_proj": (q, h), "c_attn": (h, 3 * h)}
+    return {"q_proj": (h, q), "k_proj": (h, kv), "v_proj": (h, kv), "o_proj": (q, h), "c_attn": (h, 3 * h),
+            "gate_proj": (h, i), "up_proj": (h, i), "down_proj": (i, h)}
+
+
+def lora_tensors(arch: Arch, rank: int, targets=("q_proj", "v_proj")) -> list[int]:
+    """Element counts of the adapters LoRA of ``rank`` adds to ``arch`` on the linear layers ``targets``: an A of
+    rank × in and a B of out × rank per target and layer (GPT-2's fused ``c_attn``: in hidden, out 3 × hidden)."""
+    shapes = _linear_shapes(arch)
     unknown = [t for t in targets if t not in shapes]
     if unknown:
         raise ValueError(f"unknown LoRA target {unknown[0]!r}: one of {', '.join(shapes)}")
-    if rank < 1:
-        raise ValueError(f"LoRA rank must be at least 1, not {rank}")
-    return arch.layers * sum(rank * (i + o) for i, o in (shapes[t] for t in targets))
+    if isinstance(rank, bool) or not isinstance(rank, int) or rank < 1:
+        raise ValueError(f"LoRA rank must be a whole number of at least 1, not {rank!r}")
+    return [n for _ in range(arch.layers) for t in targets for n in (rank * shapes[t][0], shapes[t][1] * rank)]
+
+
+def lora_trainable(arch: Arch, rank: int, targets=("q_proj", "v_proj")) -> int:
+    """Parameters LoRA of ``rank`` adds to ``arch`` on ``targets`` (see :func:`lora_tensors`)."""
+    return sum(lora_tensors(arch, rank, targets))
 
 
 def lora_state_bytes(params: float, trainable: float, gpus: int, stage: int) -> dict:

@@ -40,6 +40,7 @@ from .formulas import (
     Setup,
     estimate,
 )
+from .lora import TARGET_SETS, lora_tensors
 from .shapes import Arch
 
 PHASES = ("forward", "backward", "step")
@@ -67,6 +68,29 @@ class Zero:
 
 
 DEFAULT_ZERO = Zero()
+
+
+@dataclass(frozen=True)
+class Lora:
+    """LoRA fine-tuning (PEFT, ``lora_dropout=0``): adapters of ``rank`` on the linear layers of ``targets`` (a key of
+    :data:`dscourse.memory.lora.TARGET_SETS`), everything else frozen."""
+
+    rank: int
+    targets: str = "q_proj,v_proj"
+
+    def __post_init__(self):
+        if isinstance(self.rank, bool) or not isinstance(self.rank, int) or self.rank < 1:
+            raise FormulaError(f"LoRA rank must be a whole number ≥ 1, not {self.rank!r}")
+        if self.targets not in TARGET_SETS:
+            raise FormulaError(f"LoRA targets must be one of {', '.join(TARGET_SETS)}, not {self.targets!r}")
+
+    @property
+    def modules(self) -> tuple:
+        return TARGET_SETS[self.targets]
+
+
+# The families whose LoRA activations were counted tensor by tensor (tests/test_peak_lora.py)
+LORA_FAMILIES = ("llama", "mistral", "qwen2", "qwen3")
 
 
 def activation_terms(a: Arch, seq: int, micro_batch: int, checkpointing: bool = False) -> dict:
@@ -112,6 +136,46 @@ def activation_terms(a: Arch, seq: int, micro_batch: int, checkpointing: bool = 
     return {"layers": a.layers * per_layer * t, "final norm, positions": once * t}
 
 
+def lora_activation_terms(a: Arch, seq: int, micro_batch: int, lora: Lora, checkpointing: bool = False) -> dict:
+    """What LoRA changes in :func:`activation_terms`, by term (bytes, mostly negative): with the base frozen, an
+    operation keeps only what the gradients it must still compute need.
+
+    Counted with autograd's saved-tensor hooks on real models built by transformers with PEFT adapters, against the same
+    count of full fine-tuning (``dscourse.accounting.saved_for_backward_bytes``; ``tests/test_peak_lora.py``), per layer:
+
+    - every RMSNorm's bf16 cast (2h): the frozen weight needs no gradient, so ``weight * x`` keeps nothing of x
+      (Qwen3's q_norm and k_norm too: 2 × (q + kv));
+    - a frozen projection keeps no input: the norm output before q/k/v (2h) stays only if one of them is a target
+      (``lora_A`` keeps it), the one before gate/up (2h) likewise, down_proj's input (2 × intermediate) only if it is a
+      target; o_proj's input is SDPA's output, kept by SDPA anyway;
+    - each target's ``lora_B`` keeps ``lora_A``'s output: 2 × rank;
+    - the first layer's input (the frozen embedding's output) needs no gradient: its input norm keeps nothing (4h fp32
+      and its 4-byte rsqrt), nor does Qwen3's k_norm where k_proj is frozen (4 × kv and 4 bytes per key/value head);
+    - once per token: the final norm's cast and ``lm_head``'s input (2h + 2h) and the embedding's token ids (8 bytes).
+
+    With activation checkpointing only the last item changes: each layer keeps its input either way."""
+    if a.family not in LORA_FAMILIES:
+        raise FormulaError(f"the LoRA peak is counted for the {', '.join(LORA_FAMILIES)} families, not {a.family}: "
+                           "leave the LoRA rank at 0 for full fine-tuning")
+    t = seq * micro_batch
+    h, i, targets = a.hidden, a.intermediate, set(lora.modules)
+    q, kv = a.heads * a.dim, (a.kv_heads or a.heads) * a.dim
+    once = -(4 * h + 8) * t
+    if checkpointing:
+        return {"LoRA: frozen head and embedding": once}
+    per_layer = -2 * h * a.norms_per_layer + 2 * lora.rank * len(targets)
+    per_layer -= 0 if targets & {"q_proj", "k_proj", "v_proj"} else 2 * h
+    per_layer -= 0 if targets & {"gate_proj", "up_proj"} else 2 * h
+    per_layer -= 0 if "down_proj" in targets else 2 * i
+    first = -(4 * h + 4)
+    if a.family == "qwen3":
+        per_layer -= 2 * (q + kv)
+        if "k_proj" not in targets:
+            first -= 4 * kv + 4 * (a.kv_heads or a.heads)
+    return {"LoRA: frozen layers": a.layers * per_layer * t, "LoRA: first layer": first * t,
+            "LoRA: frozen head and embedding": once}
+
+
 def activation_bytes(a: Arch, seq: int, micro_batch: int, checkpointing: bool = False) -> int:
     """Activations kept for backward, without the logits chain (see :func:`activation_terms`)."""
     return sum(activation_terms(a, seq, micro_batch, checkpointing).values())
@@ -132,13 +196,16 @@ def param_tensors(a: Arch) -> list[int]:
 
 def arch_setup(a: Arch, gpus: int = 1, stage: int = 0, gpus_per_node: int | None = None,
                offload_optimizer: str = "none", offload_param: str = "none",
-               reduce_bucket_size: int = DEFAULT_REDUCE_BUCKET_SIZE) -> Setup:
-    """The :class:`Setup` of a model shape: its parameters, largest tensor and ZeRO-3 persistent parameters."""
-    tensors = param_tensors(a)
+               reduce_bucket_size: int = DEFAULT_REDUCE_BUCKET_SIZE, lora: Lora | None = None) -> Setup:
+    """The :class:`Setup` of a model shape: its parameters, largest tensor and ZeRO-3 persistent parameters; with
+    ``lora`` the adapters are parameters too, and only they train."""
+    adapters = lora_tensors(a, lora.rank, lora.modules) if lora else []
+    tensors = param_tensors(a) + adapters
     persistent = sum(n for n in tensors if n <= DEFAULT_PARAM_PERSISTENCE_THRESHOLD) if stage == 3 else 0
-    return Setup(params=a.params, gpus=gpus, stage=stage, gpus_per_node=gpus_per_node,
+    return Setup(params=sum(tensors), gpus=gpus, stage=stage, gpus_per_node=gpus_per_node,
                  offload_optimizer=offload_optimizer, offload_param=offload_param, largest_layer=max(tensors),
-                 persistent_params=persistent, reduce_bucket_size=reduce_bucket_size)
+                 persistent_params=persistent, reduce_bucket_size=reduce_bucket_size,
+                 trainable=sum(adapters) if lora else None)
 
 
 def accumulation_terms(setup: Setup, zero: Zero = DEFAULT_ZERO) -> dict:
@@ -162,7 +229,7 @@ def accumulation_terms(setup: Setup, zero: Zero = DEFAULT_ZERO) -> dict:
       see :func:`accumulation_host_bytes`) through the staging buffer counted between steps: nothing more here.
     - ZeRO-3 accumulates into the gradient partition it holds between steps (stage3.py:791, :2024-2039): nothing.
     """
-    s, psi = setup, setup.params
+    s, psi = setup, setup.trainable or setup.params  # only what trains has gradients
     if s.stage == 0:
         return {"grads16": 2 * psi}
     if s.stage == 1:
@@ -179,7 +246,7 @@ def accumulation_host_bytes(setup: Setup) -> float:
     accumulated micro-step and kept. ZeRO-1 accumulates on the GPU (:func:`accumulation_terms`), ZeRO-3 in its
     host partition, counted between steps."""
     if setup.stage == 2 and setup.offload_optimizer == "cpu":
-        return 2 * setup.params / setup.gpus
+        return 2 * (setup.trainable or setup.params) / setup.gpus
     return 0
 
 
@@ -229,34 +296,40 @@ class Peak:
 
 
 def peak(setup: Setup, arch: Arch, micro_batch: int, seq: int, checkpointing: bool = False,
-         zero: Zero = DEFAULT_ZERO, grad_accum: int = 1) -> Peak:
+         zero: Zero = DEFAULT_ZERO, grad_accum: int = 1, lora: Lora | None = None) -> Peak:
     """The step's per-GPU memory, phase by phase and term by term. The one function every front end calls.
 
     With ``grad_accum`` > 1 the later micro-steps run forward and backward with what the earlier ones left
     (:func:`accumulation_terms`); ZeRO-2 + optimizer offload keeps its accumulated gradients on the host.
+    With ``lora`` (and ``setup`` from ``arch_setup(..., lora=lora)``) only the adapters have gradients and
+    optimizer state, the frozen embedding has no gradient, and the activations are :func:`lora_activation_terms`'s.
     """
     if isinstance(grad_accum, bool) or not isinstance(grad_accum, int) or grad_accum < 1:
         raise FormulaError(f"gradient accumulation must be a whole number ≥ 1, not {grad_accum!r}")
-    if setup.params != arch.params:
-        raise FormulaError(f"the setup's {setup.params:,} parameters are not the model's {arch.params:,}: "
-                           "build it with arch_setup()")
+    expected = arch_setup(arch, lora=lora).params
+    if setup.params != expected or (lora is not None) != setup.lora:
+        raise FormulaError(f"the setup's {setup.params:,} parameters are not the model's {expected:,}"
+                           f"{' with its LoRA adapters' if lora else ''}: build it with arch_setup()")
     if seq > arch.positions and arch.family == "gpt2":
         raise FormulaError(f"{arch.name} has {arch.positions} positions: --seq {seq} is longer")
     states = estimate(setup, "allocated")
-    s, n, psi = setup, setup.gpus, arch.params
+    s, n = setup, setup.gpus
+    psi = setup.trainable or setup.params  # what has gradients and optimizer state
     t = seq * micro_batch
     u = t * arch.vocab  # one byte per token and vocabulary entry
-    embedding = arch.vocab * arch.hidden
+    embedding = 0 if lora else arch.vocab * arch.hidden  # a frozen embedding gets no gradient
     rbs = zero.reduce_bucket_size
     overlap = zero.overlap_comm if zero.overlap_comm is not None else s.stage == 3
     base = {k: v for k, v in states.gpu.items()}
     acts = activation_bytes(arch, seq, micro_batch, checkpointing)
+    if lora:
+        acts += sum(lora_activation_terms(arch, seq, micro_batch, lora, checkpointing).values())
 
     # ZeRO-3 with partitioned parameters (several GPUs, or offloaded): the coordinator keeps fetched
     # parameters until stage3_max_live_parameters are resident (partitioned_param_coordinator.py:
     # __n_available_params), so up to that many 16-bit parameters are live in forward and backward.
     partitioned = s.stage == 3 and (n > 1 or s.offload_param == "cpu")
-    gathered = 2 * min(zero.max_live_parameters, psi - s.persistent_params) if partitioned else 0
+    gathered = 2 * min(zero.max_live_parameters, s.params - s.persistent_params) if partitioned else 0
 
     held = accumulation_terms(s, zero) if grad_accum > 1 else {}  # what earlier micro-steps leave
     forward = {**base, **held, "activations": acts, "log_softmax": 4 * u, "logits": 2 * u, "logits_fp32": 4 * u,
@@ -334,7 +407,9 @@ def bar(est: Estimate, pk: Peak) -> dict:
 
 def peak_of(arch: Arch, gpus: int = 1, stage: int = 0, micro_batch: int = 1, seq: int | None = None,
             checkpointing: bool = False, offload_optimizer: str = "none", offload_param: str = "none",
-            gpus_per_node: int | None = None, zero: Zero = DEFAULT_ZERO, grad_accum: int = 1) -> Peak:
+            gpus_per_node: int | None = None, zero: Zero = DEFAULT_ZERO, grad_accum: int = 1,
+            lora: Lora | None = None) -> Peak:
     """:func:`peak` of a model shape (``seq`` defaults to the shape's training length)."""
-    setup = arch_setup(arch, gpus, stage, gpus_per_node, offload_optimizer, offload_param, zero.reduce_bucket_size)
-    return peak(setup, arch, micro_batch, arch.seq if seq is None else seq, checkpointing, zero, grad_accum)
+    setup = arch_setup(arch, gpus, stage, gpus_per_node, offload_optimizer, offload_param, zero.reduce_bucket_size,
+                       lora)
+    return peak(setup, arch, micro_batch, arch.seq if seq is None else seq, checkpointing, zero, grad_accum, lora)
