@@ -8,7 +8,8 @@ from __future__ import annotations
 import html
 
 from .memory import FORMULAS, PRESETS, FormulaError, Setup, arch_setup, estimate, format_bytes, parse_count, peak
-from .memory.peak import bar
+from .memory.lora import TARGET_SETS
+from .memory.peak import Lora, bar
 from .plots import stacked_memory_bar
 
 FREE = "自定义 (free size)"
@@ -55,14 +56,18 @@ class MemoryCalculator(_Controls):
         self.checkpointing = w.Checkbox(value=False, description="激活检查点", style=style)
         self.gpu_memory = w.Dropdown(options=[24, 40, 48, 80, 141], value=gpu_memory_gb, description="显卡显存 GB",
                                      style=style)
+        self.lora_rank = w.Dropdown(options=[("0（全参数微调）", 0)] + [(str(r), r) for r in (8, 16, 64)], value=0, description="LoRA rank",
+                                    style=style)
+        self.lora_targets = w.Dropdown(options=list(TARGET_SETS), value="q_proj,v_proj", description="LoRA 作用于",
+                                       style=style)
         self.summary = w.HTML()
         self.chart = w.Output()
         self.controls = [self.preset, self.size, self.gpus_per_node, self.nodes, self.stage,
                          self.offload_optimizer, self.offload_param, self.formula, self.seq, self.micro_batch,
-                         self.checkpointing, self.gpu_memory]
+                         self.checkpointing, self.gpu_memory, self.lora_rank, self.lora_targets]
         for c in self.controls:
             c.observe(self._changed, names="value")
-        self.widget = w.VBox([w.HBox([w.VBox(self.controls[:6]), w.VBox(self.controls[6:])]),
+        self.widget = w.VBox([w.HBox([w.VBox(self.controls[:7]), w.VBox(self.controls[7:])]),
                               self.summary, self.chart])
         self.result = None
         self.peak = None
@@ -72,13 +77,18 @@ class MemoryCalculator(_Controls):
         self.size.disabled = self.preset.value != FREE
         self._update()
 
+    def lora(self) -> Lora | None:
+        return Lora(self.lora_rank.value, self.lora_targets.value) if self.lora_rank.value else None
+
     def setup(self) -> Setup:
         arch = PRESETS.get(self.preset.value)
         gpn = self.gpus_per_node.value
         kw = dict(gpus=gpn * self.nodes.value, gpus_per_node=gpn, stage=self.stage.value,
                   offload_optimizer=self.offload_optimizer.value, offload_param=self.offload_param.value)
         if arch:
-            return arch_setup(arch, **kw)
+            return arch_setup(arch, **kw, lora=self.lora())
+        if self.lora():
+            raise FormulaError("LoRA 的 adapter 大小取决于模型的层：请选一个模型，而不是自定义规模")
         return Setup(params=parse_count(self.size.value), **kw)
 
     def _update(self):
@@ -99,7 +109,8 @@ class MemoryCalculator(_Controls):
             if not self._valid_stage(setup, s):
                 continue
             other = Setup(**{**setup.__dict__, "stage": s,
-                             "persistent_params": arch_setup(arch, stage=s).persistent_params if arch else 0})
+                             "persistent_params": arch_setup(arch, stage=s, lora=self.lora()).persistent_params
+                             if arch else 0})
             try:
                 est = estimate(other, self.formula.value)
             except FormulaError:
@@ -115,7 +126,8 @@ class MemoryCalculator(_Controls):
 
     def _peak(self, setup: Setup):
         arch = PRESETS.get(self.preset.value)
-        return peak(setup, arch, self.micro_batch.value, self.seq.value, self.checkpointing.value) if arch else None
+        return peak(setup, arch, self.micro_batch.value, self.seq.value, self.checkpointing.value,
+                    lora=self.lora()) if arch else None
 
     @staticmethod
     def _valid_stage(setup: Setup, stage: int) -> bool:

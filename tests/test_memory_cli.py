@@ -70,7 +70,28 @@ def test_model_config_contract_json():
     assert "loss and log-softmax gradients" in table.stdout
 
 
+def test_lora_option_is_the_peak_models_lora():
+    from dscourse.memory import peak_of
+    from dscourse.memory.hf import arch_from_file, hf_presets
+    from dscourse.memory.peak import Lora
+
+    args = ["--model-config", "Qwen2.5-7B", "--gpus", "8", "--stage", "3", "--seq", "4096"]
+    lora = json.loads(cli(*args, "--lora-rank", "16", "--lora-targets", "all-linear", "--json").stdout)
+    full = json.loads(cli(*args, "--json").stdout)
+    expected = peak_of(arch_from_file(hf_presets()["Qwen2.5-7B"]), 8, 3, 1, 4096, lora=Lora(16, "all-linear"))
+    assert lora["peak_gpu_bytes"] == expected.peak_bytes and lora["setup"]["trainable"] == expected.setup.trainable
+    assert lora["peak_gpu_bytes"] < full["peak_gpu_bytes"] and lora["gpu_bytes"] < full["gpu_bytes"] / 4
+    assert "error" in lora["all"]["paper"] and "full fine-tuning" in lora["all"]["paper"]["error"]
+    table = cli(*args, "--lora-rank", "16").stdout
+    assert "LoRA: " in table and "trainable" in table
+
+
 @pytest.mark.parametrize("args, words", [
+    (["--params", "7B", "--lora-rank", "8"], "--model-config"),
+    (["--model-config", "Llama-3.2-1B", "--lora-rank", "-2"], "--lora-rank"),
+    (["--model-config", "Llama-3.2-1B", "--lora-rank", "8", "--lora-targets", "attn"], "all-linear"),
+    (["--model-config", "gpt2-large", "--lora-rank", "8"], "families"),
+    (["--model-config", "Llama-3.2-1B", "--lora-rank", "8", "--stage", "2", "--offload-optimizer", "cpu"], "offload"),
     (["--params", "7B", "--gpus", "0"], "--gpus"),
     (["--params=-7B"], "positive"),
     (["--params", "-7B"], "expected one argument"),

@@ -49,7 +49,7 @@ def test_lora_inputs_that_have_no_answer():
         Lora(8, "everything")
     with pytest.raises(FormulaError, match="rank must be a whole number"):
         Lora(0)
-    with pytest.raises(FormulaError, match="LoRA peak is counted for"):
+    with pytest.raises(FormulaError, match="LoRA is counted for the llama"):
         peak_of(PRESETS["GPT-2 XL (1.5B)"], seq=1024, lora=Lora(8))
     with pytest.raises(FormulaError, match="LoRA with offload is not modelled"):
         arch_setup(PRESETS["Llama-2-70B"], 8, 3, offload_optimizer="cpu", lora=Lora(8))

@@ -17,9 +17,10 @@ from ..cli_util import OneLineParser, UsageError, positive_int
 from ..tables import text_table
 from .formulas import FORMULAS, STATE_CATEGORIES, FormulaError, Setup, estimate, estimate_all
 from .hf import arch_from_file, hf_presets
-from .peak import PHASES, TERM_LABELS, Peak, arch_setup, peak
+from .lora import TARGET_SETS
+from .peak import PHASES, TERM_LABELS, Lora, Peak, arch_setup, peak
 from .planner import DEFAULT_HEADROOM, Shortfall, plan
-from .shapes import PRESETS, Arch, activation_bytes
+from .shapes import PRESETS, Arch
 from .sizes import format_bytes, parse_bytes, parse_count
 
 PROG = "python -m dscourse.memory"
@@ -63,8 +64,17 @@ def build_parser() -> argparse.ArgumentParser:
                    "gradient_checkpointing_enable, non-reentrant)")
     p.add_argument("--grad-accum", type=positive_int, default=1, help="gradient accumulation steps, for the peak "
                    "(what the micro-steps before the boundary keep)")
+    p.add_argument("--lora-rank", type=int, default=0, help="LoRA fine-tuning with adapters of this rank (PEFT), the "
+                   "rest frozen; 0 (default): every parameter trains. Needs --preset or --model-config")
+    p.add_argument("--lora-targets", default="q_proj,v_proj", help=f"the layers LoRA adapts: {' or '.join(TARGET_SETS)}")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     return p
+
+
+def _lora(args) -> Lora | None:
+    if args.lora_rank < 0:
+        raise FormulaError(f"--lora-rank must be 0 (full fine-tuning) or more, not {args.lora_rank}")
+    return Lora(args.lora_rank, args.lora_targets) if args.lora_rank else None
 
 
 def _model_config(text: str) -> Arch:
@@ -97,9 +107,13 @@ def _setup(args) -> tuple[Setup, Arch | None]:
         raise FormulaError(f"unknown formula {args.formula!r}: use one of {', '.join(FORMULAS)}")
     if args.seq is not None and arch is None:
         raise FormulaError("the step's peak needs the model's shape: add --model-config (or --preset)")
+    lora = _lora(args)
+    if lora and (arch is None or args.params is not None or args.largest_layer is not None):
+        raise FormulaError("LoRA's adapters are sized from the model's layers: give --model-config (or --preset) "
+                           "and leave --params and --largest-layer out")
     if arch is not None and args.params is None and args.largest_layer is None:
         return arch_setup(arch, args.gpus, args.stage, args.gpus_per_node, args.offload_optimizer,
-                          args.offload_param), arch
+                          args.offload_param, lora=lora), arch
     setup = Setup(params=params, gpus=args.gpus, stage=args.stage, gpus_per_node=args.gpus_per_node,
                   offload_optimizer=args.offload_optimizer, offload_param=args.offload_param, largest_layer=largest)
     return setup, arch
@@ -109,7 +123,8 @@ def run(argv=None) -> dict | str:
     """Parse ``argv`` and return the JSON object (``--json``) or the text table."""
     args = build_parser().parse_args(argv)
     setup, arch = _setup(args)
-    step = peak(setup, arch, args.micro_batch, args.seq, args.checkpointing, grad_accum=args.grad_accum) \
+    lora = _lora(args)
+    step = peak(setup, arch, args.micro_batch, args.seq, args.checkpointing, grad_accum=args.grad_accum, lora=lora) \
         if args.seq else None
     if args.json:
         name = args.formula or "allocated"
@@ -118,8 +133,7 @@ def run(argv=None) -> dict | str:
             result.update({k: v for k, v in step.as_dict().items() if k not in ("gpu_bytes", "cpu_bytes")})
             if name == "allocated":  # with the host's share of gradient accumulation
                 result["cpu_bytes"] = step.cpu_bytes
-            result["activation_bytes"] = activation_bytes(arch, args.seq, args.micro_batch,
-                                                          checkpointing=args.checkpointing)
+            result["activation_bytes"] = step.phases["forward"]["activations"]
         if args.formula is None:
             result["all"] = {k: (v.as_dict() if not isinstance(v, FormulaError) else {"error": str(v)})
                              for k, v in estimate_all(setup).items()}
@@ -131,7 +145,9 @@ def run(argv=None) -> dict | str:
 def table(setup: Setup, results: dict) -> str:
     """Every family's estimate side by side; the families with no answer say why below the table."""
     head = (f"{setup.params / 1e9:.3g}B parameters, {setup.gpus} GPU(s) on {setup.nodes} node(s), "
-            f"ZeRO-{setup.stage}, offload optimizer={setup.offload_optimizer}, param={setup.offload_param}")
+            f"ZeRO-{setup.stage}, offload optimizer={setup.offload_optimizer}, param={setup.offload_param}"
+            + (f", LoRA: {setup.trainable:,} trainable ({100 * setup.trainable / setup.params:.3g}%)"
+               if setup.lora else ""))
     cols = ["formula", "GPU/rank", "host/node", *STATE_CATEGORIES]
     rows, silent = [], []
     for name, est in results.items():

@@ -136,6 +136,12 @@ def activation_terms(a: Arch, seq: int, micro_batch: int, checkpointing: bool = 
     return {"layers": a.layers * per_layer * t, "final norm, positions": once * t}
 
 
+def _lora_family(a: Arch) -> None:
+    if a.family not in LORA_FAMILIES:  # GPT-2 and Phi-3 fuse the projections; Gemma-2's norms work otherwise
+        raise FormulaError(f"LoRA is counted for the {', '.join(LORA_FAMILIES)} families, not {a.family}: "
+                           "leave the LoRA rank at 0 for full fine-tuning")
+
+
 def lora_activation_terms(a: Arch, seq: int, micro_batch: int, lora: Lora, checkpointing: bool = False) -> dict:
     """What LoRA changes in :func:`activation_terms`, by term (bytes, mostly negative): with the base frozen, an
     operation keeps only what the gradients it must still compute need.
@@ -154,9 +160,7 @@ def lora_activation_terms(a: Arch, seq: int, micro_batch: int, lora: Lora, check
     - once per token: the final norm's cast and ``lm_head``'s input (2h + 2h) and the embedding's token ids (8 bytes).
 
     With activation checkpointing only the last item changes: each layer keeps its input either way."""
-    if a.family not in LORA_FAMILIES:
-        raise FormulaError(f"the LoRA peak is counted for the {', '.join(LORA_FAMILIES)} families, not {a.family}: "
-                           "leave the LoRA rank at 0 for full fine-tuning")
+    _lora_family(a)
     t = seq * micro_batch
     h, i, targets = a.hidden, a.intermediate, set(lora.modules)
     q, kv = a.heads * a.dim, (a.kv_heads or a.heads) * a.dim
@@ -199,6 +203,8 @@ def arch_setup(a: Arch, gpus: int = 1, stage: int = 0, gpus_per_node: int | None
                reduce_bucket_size: int = DEFAULT_REDUCE_BUCKET_SIZE, lora: Lora | None = None) -> Setup:
     """The :class:`Setup` of a model shape: its parameters, largest tensor and ZeRO-3 persistent parameters; with
     ``lora`` the adapters are parameters too, and only they train."""
+    if lora:
+        _lora_family(a)
     adapters = lora_tensors(a, lora.rank, lora.modules) if lora else []
     tensors = param_tensors(a) + adapters
     persistent = sum(n for n in tensors if n <= DEFAULT_PARAM_PERSISTENCE_THRESHOLD) if stage == 3 else 0

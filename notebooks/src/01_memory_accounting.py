@@ -189,7 +189,8 @@ assert max(accelerate_terms.values()) == estimate(seven_b, "accelerate").gpu_byt
 # %% [markdown]
 # ## 4. 显存计算器
 #
-# 选一个模型（或输入任意参数量，如 `7.5B`、`70b`、`1.3e9`）、GPU 数、节点数、ZeRO stage、offload 和公式，
+# 选一个模型（或输入任意参数量，如 `7.5B`、`70b`、`1.3e9`）、GPU 数、节点数、ZeRO stage、offload 和公式（LoRA rank 不为 0
+# 时只训练 adapter，见 4.7 节），
 # 看每张 GPU 上两次 step 之间的模型状态，以及**训练一步中的峰值**：峰值时刻的参数 / 梯度 / fp32 主权重 / 优化器状态 /
 # 缓冲区 / 步内梯度与临时张量 / 激活值与 logits，和每个节点需要的主机内存。峰值来自第 7 节的逐项模型
 # `dscourse.memory.peak`（bf16、SDPA 注意力，可选 activation checkpointing），CLI、图和规划器调用的是同一个函数。

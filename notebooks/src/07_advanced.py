@@ -199,6 +199,38 @@ glue("lora_70b_z3", format_bytes(sum(lora_state_bytes(big.params + t, t, 8, 3).v
 glue("full_70b_z3", format_bytes(sum(lora_state_bytes(big.params, big.params, 8, 3).values())))
 
 # %% [markdown]
+# 放不放得下看的是一步之中的**峰值**（4.1 节）。计算器的 `--lora-rank` 选项把 LoRA 接进同一个峰值模型：adapter 也是参数，
+# 只有它们有梯度、fp32 主权重和 Adam 状态，冻住的词嵌入没有梯度；激活值按冻住的底座少存的张量减去
+# （`dscourse.memory.peak.lora_activation_terms`：冻住的 RMSNorm 不存它的 bf16 中间结果，冻住的投影不存输入，
+# 每个 adapter 多存 r 个元素；在四个模型家族的真实 PEFT 模型上用 autograd 的 saved-tensor 钩子逐字节核对过）：
+#
+# ```bash
+# python -m dscourse.memory --preset Llama-2-70B --gpus 8 --stage 3 --seq 4096 --lora-rank 16
+# ```
+
+# %%
+from dscourse.memory.peak import Lora, peak_of
+
+rows, peaks = [], {}
+for label, lora in (("full fine-tuning", None), ("LoRA r=16, q_proj v_proj", Lora(16)),
+                    ("LoRA r=16, all-linear", Lora(16, "all-linear"))):
+    for ckpt in (False, True):
+        pk = peaks[label, ckpt] = peak_of(big, gpus=8, stage=3, seq=4096, lora=lora, checkpointing=ckpt)
+        rows.append([label, "on" if ckpt else "off", f"{pk.setup.trainable or pk.setup.params:,}",
+                     format_bytes(pk.gpu_bytes), format_bytes(pk.phases["forward"]["activations"]),
+                     f"{format_bytes(pk.peak_bytes)} ({pk.peak_phase})"])
+print("Llama-2-70B, ZeRO-3 on 8 GPUs, micro-batch 1 x 4096 tokens, per GPU:")
+print(text_table(["training", "checkpointing", "trainable", "between steps", "activations", "peak of a step"], rows,
+                 align_right_from=2))
+glue("lora_70b_peak", format_bytes(peaks["LoRA r=16, q_proj v_proj", False].peak_bytes))
+glue("lora_70b_peak_ckpt", format_bytes(peaks["LoRA r=16, q_proj v_proj", True].peak_bytes))
+glue("full_70b_peak", format_bytes(peaks["full fine-tuning", False].peak_bytes))
+
+# %% [markdown]
+# LoRA 省掉的主要是模型状态；激活值只少了一部分（冻住的层照样要把梯度传回去），在长序列上它成了峰值的大头——这时该开的是
+# activation checkpointing（`--checkpointing`），而不是更小的 rank。
+
+# %% [markdown]
 # ## 5. 卸载到 NVMe（ZeRO-Infinity）
 #
 # CPU 卸载（4.3 节）把 fp32 主权重和 Adam 状态放进主机内存：每个参数 12 字节（再加 ZeRO-3 的 16 位参数分片 2 字节、
