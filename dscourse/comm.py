@@ -491,35 +491,6 @@ MEASURED_FIGURE = ("z0-ga1", "z1-ga1", "z2-ga1", "z2-no-multi-rank", "z2-ga2", "
                    "z3-p0-ga2")
 
 
-def measured_figure(world_size: int = 4, names=MEASURED_FIGURE, data: dict | None = None, name: str = "comm-logged"):
-    """Grouped bars: bytes per rank per optimizer step in units of Ψ × 2 bytes × (N−1)/N (the paper's "2Ψ" for data
-    parallelism reads 2), per measured configuration: DeepSpeed's comms logger, ``dscourse.comm`` and the ZeRO paper."""
-    import plotly.graph_objects as go
-
-    from .plots import Figure
-
-    data = data or load_measured()
-    rows = {r["name"]: r for r in measured_vs_model(data) if r["world_size"] == world_size}
-    runs = {r["name"]: r for r in data["runs"] if r["world_size"] == world_size}
-    n = world_size
-    fig = go.Figure()
-    series = {"DeepSpeed comms logger": [], "dscourse.comm": [], "ZeRO paper": []}
-    for key in names:
-        run, row = runs[key], rows[key]
-        unit = sum(data["shapes"][run["shape"]]["param_numels"]) * 2 * (n - 1) / n
-        series["DeepSpeed comms logger"].append(logged_wire_per_rank(row["logged"], n) / unit)
-        series["dscourse.comm"].append(logged_wire_per_rank(row["model"], n) / unit)
-        series["ZeRO paper"].append(model_for_run(run, data["shapes"])["paper_wire_bytes_per_rank"] / unit)
-    for label, ys in series.items():
-        fig.add_bar(name=label, x=list(names), y=[round(y, 4) for y in ys], text=[f"{y:.2f}" for y in ys],
-                    textposition="outside", cliponaxis=False)
-    fig.update_layout(barmode="group", legend_orientation="h", legend_y=-0.35,
-                      yaxis_title="每 rank 每步字节，以 Ψ·2 字节·(N−1)/N 为单位",
-                      title=f"gpt2-tiny，{n} 个 CPU rank，bf16：实测、模型与论文",
-                      margin={"t": 60, "b": 90, "l": 70, "r": 20})
-    return Figure(fig, name, height=460)
-
-
 def step_transfers(params: float, stage: int, dtype_bytes: int = 2, grad_accum: int = 1) -> list[Transfer]:
     """The ZeRO paper's collectives (kept for callers of the paper model; ``paper_transfers``)."""
     return paper_transfers(params, stage, dtype_bytes, grad_accum)
@@ -566,7 +537,7 @@ def table(params: float, world_size: int, bandwidths: dict | None = None, dtype_
     """Header and rows: per stage, the volume per rank DeepSpeed sends and the paper counts, and DeepSpeed's time at
     each bandwidth."""
     bandwidths = bandwidths or BANDWIDTHS
-    header = ["stage", "volume/rank", "paper", *(_short(name) for name in bandwidths)]
+    header = ["stage", "volume/rank", "paper", *(short_name(name) for name in bandwidths)]
     rows = []
     for stage in range(4):
         vol = step_volume_bytes(params, stage, world_size, dtype_bytes, grad_accum, zero=zero)
@@ -577,7 +548,8 @@ def table(params: float, world_size: int, bandwidths: dict | None = None, dtype_
     return header, rows
 
 
-def _short(name: str) -> str:
+def short_name(name: str) -> str:
+    """An interconnect's name without its parenthesis (a column header)."""
     return name.split(" (")[0]
 
 
@@ -594,25 +566,6 @@ def format_seconds(t: float) -> str:
     if t >= 1e-3:
         return f"{t * 1e3:.3g} ms"
     return f"{t * 1e6:.3g} µs"
-
-
-def comm_figure(params: float, world_size: int, dtype_bytes: int = 2, grad_accum: int = 1,
-                bandwidths: dict | None = None, name: str = "comm-time"):
-    """Grouped bars: seconds of communication per step, per ZeRO stage, at each bandwidth (log scale)."""
-    import plotly.graph_objects as go
-
-    from .plots import Figure
-
-    bandwidths = bandwidths or BANDWIDTHS
-    fig = go.Figure()
-    for stage in range(4):
-        times = [step_time(params, stage, world_size, bw, dtype_bytes, grad_accum) for bw in bandwidths.values()]
-        fig.add_bar(name=f"ZeRO-{stage}", x=[_short(n) for n in bandwidths], y=[round(t, 6) for t in times],
-                    text=[format_seconds(t) for t in times], textposition="outside")
-    fig.update_layout(barmode="group", yaxis_type="log", legend_orientation="h",
-                      legend_y=-0.3, yaxis_title="每步通信时间（秒，对数坐标）",
-                      title=f"{params / 1e9:.3g}B 参数，{world_size} 张 GPU，{dtype_bytes} 字节的梯度/参数，不与计算重叠", margin=dict(t=60, b=60, l=70, r=20))
-    return Figure(fig, name, height=460)
 
 
 def main(argv=None) -> int:
@@ -690,8 +643,8 @@ if __name__ == "__main__":
 
 
 __all__ = ["BANDWIDTHS", "COLLECTIVES", "CPU_UNSUPPORTED", "DTYPE_BYTES", "LOGGED_OPS", "NO_BYTES", "ZERO_DEFAULTS",
-           "Collective", "Transfer", "bus_bandwidth", "bus_factor", "collective_time", "comm_figure",
+           "Collective", "Transfer", "bus_bandwidth", "bus_factor", "collective_time",
            "deepspeed_collectives", "load_measured", "logged_bytes", "logged_wire_per_rank", "logger_totals",
-           "measured_figure", "measured_vs_model", "model_for_run", "paper_transfers", "persistent_elements",
+           "measured_vs_model", "model_for_run", "paper_transfers", "persistent_elements",
            "psi_multiple", "ring_allreduce_time", "step_report", "step_time", "step_transfers", "step_volume_bytes",
-           "table", "zero3_regathered", "zero3_regime", "zero3_traced_gathers", "module_trace", "zero_settings"]
+           "short_name", "table", "zero3_regathered", "zero3_regime", "zero3_traced_gathers", "module_trace", "zero_settings"]

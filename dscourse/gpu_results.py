@@ -19,7 +19,6 @@ from . import package_path
 from .tables import text_table
 
 DATA = package_path("data")
-THROUGHPUT = "gpu_throughput_gpt2-350m.json"
 CHECKPOINT = "gpu_checkpoint_gpt2-1.3b.json"
 NOTEBOOKS = "gpu_notebooks.json"
 CLAIM = (0.30, 0.50)  # the source chapter: "offload costs 30-50% of training speed"
@@ -74,17 +73,17 @@ def throughput_rows(data: dict | None = None) -> list[dict]:
     return rows
 
 
-def _label(r: dict) -> str:
+def row_label(r: dict) -> str:
     return f"{r['micro_batch']}x{r['grad_accum']}" if r["grad_accum"] > 1 else str(r["micro_batch"])
 
 
-def _per_variant(rows: list[dict], value) -> tuple[list[str], dict]:
+def per_variant(rows: list[dict], value) -> tuple[list[str], dict]:
     """Columns (micro-batch labels in order) and ``{(variant, pinned): {label: [value(row), ...]}}``: every machine's
     measurement of one point together, so a table or figure shows one row or line per variant, not per machine."""
-    labels = list(dict.fromkeys(_label(r) for r in sorted(rows, key=lambda r: (r["micro_batch"], r["grad_accum"]))))
+    labels = list(dict.fromkeys(row_label(r) for r in sorted(rows, key=lambda r: (r["micro_batch"], r["grad_accum"]))))
     out: dict = {}
     for r in sorted(rows, key=lambda r: VARIANT_ORDER.index(r["variant"]) if r["variant"] in VARIANT_ORDER else 99):
-        out.setdefault((r["variant"], r["pinned"]), {}).setdefault(_label(r), []).append(value(r))
+        out.setdefault((r["variant"], r["pinned"]), {}).setdefault(row_label(r), []).append(value(r))
     return labels, out
 
 
@@ -96,7 +95,7 @@ def throughput_table(data: dict | None = None) -> str:
     """Tokens/s: a row per variant (offload variants unpinned and pinned), a column per micro-batch (``16x4``:
     micro-batch 16 with 4 accumulation steps); where several machines measured a point, their median."""
     rows = throughput_rows(data)
-    labels, cells = _per_variant(rows, lambda r: r["tokens_per_second"])
+    labels, cells = per_variant(rows, lambda r: r["tokens_per_second"])
     machines = {key: len({r["lease"] for r in rows if (r["variant"], r["pinned"]) == key}) for key in cells}
     return text_table(["variant", "pin_memory", "machines", *(f"mb {label}" for label in labels)],
                       [[v, _pinned_cell(v, pinned), str(machines[(v, pinned)]),
@@ -132,7 +131,7 @@ def offload_slowdown_table(data: dict | None = None) -> str:
     """How much slower each offload variant trains than the same stage without offload, one row per variant and a
     column per micro-batch, from comparisons made on one machine (an offload run and its baseline in the same
     lease; where several machines made one, their median); ``*`` marks the points in the source's 30–50%."""
-    labels, cells = _per_variant([r for r in offload_slowdown(data) if r["same_lease"]], lambda r: r["slowdown"])
+    labels, cells = per_variant([r for r in offload_slowdown(data) if r["same_lease"]], lambda r: r["slowdown"])
 
     def cell(values):
         s = median(values)
@@ -153,10 +152,10 @@ def offload_claim(data: dict | None = None, same_lease_only: bool = False) -> di
         key = f"{r['variant']} ({'pinned' if r['pinned'] else 'unpinned'})"
         lo, hi = ranges.get(key, (1.0, -1.0))
         ranges[key] = (min(lo, r["slowdown"]), max(hi, r["slowdown"]))
-    holds = [f"{r['variant']} ({'pinned' if r['pinned'] else 'unpinned'}) mb {_label(r)}: {100 * r['slowdown']:.0f}%"
+    holds = [f"{r['variant']} ({'pinned' if r['pinned'] else 'unpinned'}) mb {row_label(r)}: {100 * r['slowdown']:.0f}%"
              for r in rows if r["in_claim"]]
     zero2 = [r for r in rows if r["variant"] == "ZeRO-2 +offload opt"]
-    return {"by_point": {f"{r['variant']} ({'pinned' if r['pinned'] else 'unpinned'}, lease {r['lease']}) mb {_label(r)}":
+    return {"by_point": {f"{r['variant']} ({'pinned' if r['pinned'] else 'unpinned'}, lease {r['lease']}) mb {row_label(r)}":
                          round(r["slowdown"], 3) for r in rows},"ranges": ranges, "holds_at": holds, "points": len(rows), "points_in_claim": len(holds),
             "zero2_offload_min": min((r["slowdown"] for r in zero2), default=None),
             "zero2_offload_max": max((r["slowdown"] for r in zero2), default=None)}
@@ -172,64 +171,6 @@ def stage_comparison(data: dict | None = None) -> dict:
             best.setdefault(r["variant"], r["tokens_per_second"])
     return {"tokens_per_step": biggest, "tokens_per_second": best,
             "relative_to_zero2": {k: v / best["ZeRO-2"] for k, v in best.items()} if "ZeRO-2" in best else {}}
-
-
-def throughput_figure(data: dict | None = None):
-    """Tokens/s against tokens per optimizer step (log x), a line per variant; pinned offload runs dashed.
-    The grey band marks "30–50% slower than ZeRO-2"."""
-    import plotly.graph_objects as go
-
-    rows = throughput_rows(data)
-    colors = dict(zip(VARIANT_ORDER, ["#4C78A8", "#72B7B2", "#54A24B", "#F58518", "#E45756", "#B279A2", "#9D755D"]))
-    fig = go.Figure()
-    labels, cells = _per_variant(rows, lambda r: r["tokens_per_second"])
-    tokens = {_label(r): r["tokens_per_step"] for r in rows}
-    for (v, pinned), got in cells.items():
-        pts = [label for label in labels if label in got]
-        name = v + (" (pin_memory)" if pinned else "")
-        fig.add_scatter(x=[tokens[label] for label in pts], y=[median(got[label]) for label in pts],
-                        mode="lines+markers", name=name,
-                        line={"color": colors.get(v, "#333"), "dash": "dash" if pinned else "solid"},
-                        text=[f"micro-batch {label}" + (f"（{len(got[label])} 台机器的中位数）" if len(got[label]) > 1 else "")
-                              for label in pts],
-                        hovertemplate="%{text}<br>每步 %{x:,} 个 token<br>%{y:,.0f} tokens/s<extra>" + name + "</extra>")
-    zero2 = [(tokens[label], median(values)) for label, values in cells.get(("ZeRO-2", False), {}).items()]
-    if zero2:
-        zero2.sort()
-        xs = [x for x, _ in zero2]
-        fig.add_scatter(x=xs + xs[::-1], y=[0.7 * y for _, y in zero2] + [0.5 * y for _, y in zero2[::-1]],
-                        fill="toself", mode="none",
-                        fillcolor="rgba(128,128,128,0.2)", name="ZeRO-2 的 50–70%（即慢 30–50%）", hoverinfo="skip")
-    prov = (data or load_throughput())["provenance"]
-    fig.update_layout(title=f"{prov['shape']}，seq {prov['seq']}，{prov['gpu'].split(',')[0]}：吞吐与每步 token 数",
-                      xaxis={"title": "每个优化器步的 token 数（micro-batch × 累积步数 × 1024）", "type": "log"},
-                      yaxis={"title": "tokens/s"}, legend={"font": {"size": 11}}, margin={"t": 60})
-    return fig
-
-
-def slowdown_figure(data: dict | None = None):
-    """Offload slowdown (%) against tokens per optimizer step, pinned and unpinned, with the claimed 30–50% band."""
-    import plotly.graph_objects as go
-
-    rows = [r for r in offload_slowdown(data) if r["same_lease"]]  # an offload run beside its own baseline
-    fig = go.Figure()
-    xs = sorted({r["tokens_per_step"] for r in rows})
-    if xs:
-        fig.add_scatter(x=[xs[0], xs[-1], xs[-1], xs[0]], y=[30, 30, 50, 50], fill="toself", mode="none",
-                        fillcolor="rgba(128,128,128,0.2)", name="原文：慢 30–50%", hoverinfo="skip")
-    labels, cells = _per_variant(rows, lambda r: r["slowdown"])
-    tokens = {_label(r): r["tokens_per_step"] for r in rows}
-    baseline = {r["variant"]: r["baseline"] for r in rows}
-    for (v, pinned), got in cells.items():
-        pts = [label for label in labels if label in got]
-        name = f"{v} vs {baseline[v]}" + (" (pin_memory)" if pinned else "")
-        fig.add_scatter(x=[tokens[label] for label in pts], y=[100 * median(got[label]) for label in pts],
-                        mode="lines+markers", name=name, line={"dash": "dash" if pinned else "solid"},
-                        hovertemplate="每步 %{x:,} 个 token：慢 %{y:.0f}%<extra>" + name + "</extra>")
-    fig.update_layout(title="CPU offload 让训练慢多少（同 stage、同 micro-batch 对比）",
-                      xaxis={"title": "每个优化器步的 token 数", "type": "log"},
-                      yaxis={"title": "比不 offload 慢（%）", "range": [0, 100]}, margin={"t": 60})
-    return fig
 
 
 # --- checkpoints -----------------------------------------------------------------------------------------------
@@ -366,19 +307,6 @@ def nccl_table(data: dict | None = None) -> str:
     return text_table(["bytes", *[f"{op} busbw GB/s" for op in ops]],
                       [[f"{s:,}", *[f"{got[(op, s)]['busbw_GBps']:.1f}" if (op, s) in got else "" for op in ops]]
                        for s in sizes])
-
-
-def nccl_figure(data: dict | None = None):
-    import plotly.graph_objects as go
-
-    data = data or load_nccl()
-    fig = go.Figure()
-    for op in dict.fromkeys(r["op"] for r in data["results"]):
-        pts = [r for r in data["results"] if r["op"] == op]
-        fig.add_scatter(x=[r["bytes"] for r in pts], y=[r["busbw_GBps"] for r in pts], mode="lines+markers", name=op)
-    fig.update_layout(title=f"{data.get('world_size')} × {data.get('device')}：NCCL 总线带宽（busbw）",
-                      xaxis={"title": "消息大小（字节）", "type": "log"}, yaxis={"title": "busbw (GB/s)"})
-    return fig
 
 
 def nccl_vs_comm_model(params: float, stage: int, data: dict | None = None, grad_accum: int = 1) -> dict:

@@ -144,22 +144,6 @@ def checkpoint_sizes(files: dict[str, int]) -> dict[str, int]:
     return kinds
 
 
-def loss_figure(curves: dict[str, dict], title: str, name: str):
-    """Loss against step, one line per run (a :class:`dscourse.plots.Figure`)."""
-    import plotly.graph_objects as go
-
-    from .plots import Figure
-
-    fig = go.Figure()
-    for label, curve in curves.items():
-        steps = sorted(int(s) for s in curve)
-        values = {int(k): v for k, v in curve.items()}
-        fig.add_trace(go.Scatter(x=steps, y=[values[s] for s in steps], mode="lines+markers", name=label))
-    fig.update_layout(title=title, xaxis_title="步", yaxis_title="loss",
-                      legend_orientation="h", legend_y=-0.25, margin=dict(t=50, b=40, l=60, r=20))
-    return Figure(fig, name)
-
-
 def readable_command(cmd: list[str], strip: tuple[str | Path, ...] = ()) -> str:
     """A launch command as a reader types it: ``torchrun``, ``deepspeed``, ``accelerate launch``; no port, no
     ``--out``, paths relative to the repository (or to the folders in ``strip``)."""

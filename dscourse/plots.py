@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import itertools
 import json
+from statistics import median
 
 from .memory import CATEGORIES, CATEGORY_LABELS
 
@@ -391,14 +392,14 @@ def comm_explorer(presets: list[str] | None = None, world_sizes=(2, 4, 8, 16, 32
                   name: str = "comm-explorer") -> Figure:
     """Communication seconds per optimizer step, per ZeRO stage, at each interconnect (log scale): a dropdown picks
     the model, a slider the number of GPUs. Every bar is :func:`dscourse.comm.step_time`, as
-    :func:`dscourse.comm.comm_figure` draws one setting of it."""
+    :func:`comm_figure` draws one setting of it."""
     import plotly.graph_objects as go
 
-    from .comm import BANDWIDTHS, _short, format_seconds, step_time
+    from .comm import BANDWIDTHS, format_seconds, short_name, step_time
     from .memory import PRESETS
 
     presets = list(presets or PRESETS)
-    links = [_short(n) for n in BANDWIDTHS]
+    links = [short_name(n) for n in BANDWIDTHS]
     colors = (BLUE, ORANGE, RED, TEAL)
 
     def times(p, n, stage):
@@ -516,3 +517,163 @@ def sharding_figure(gpu_counts=(2, 4, 8, 16, 32, 64, 128), gpus: int = 16, group
                       legend=dict(orientation="h", x=1, xanchor="right", y=1.02, yanchor="bottom"),
                       margin=dict(t=120, b=40, l=60, r=20))
     return Figure(fig, name, height=540)
+
+
+def comm_figure(params: float, world_size: int, dtype_bytes: int = 2, grad_accum: int = 1,
+                bandwidths: dict | None = None, name: str = "comm-time"):
+    """Grouped bars: seconds of communication per step, per ZeRO stage, at each bandwidth (log scale)."""
+    import plotly.graph_objects as go
+
+    from .comm import BANDWIDTHS, format_seconds, short_name, step_time
+
+    bandwidths = bandwidths or BANDWIDTHS
+    fig = go.Figure()
+    for stage in range(4):
+        times = [step_time(params, stage, world_size, bw, dtype_bytes, grad_accum) for bw in bandwidths.values()]
+        fig.add_bar(name=f"ZeRO-{stage}", x=[short_name(n) for n in bandwidths], y=[round(t, 6) for t in times],
+                    text=[format_seconds(t) for t in times], textposition="outside")
+    fig.update_layout(barmode="group", yaxis_type="log", legend_orientation="h",
+                      legend_y=-0.3, yaxis_title="每步通信时间（秒，对数坐标）",
+                      title=f"{params / 1e9:.3g}B 参数，{world_size} 张 GPU，{dtype_bytes} 字节的梯度/参数，不与计算重叠", margin=dict(t=60, b=60, l=70, r=20))
+    return Figure(fig, name, height=460)
+
+
+def comm_measured_figure(world_size: int = 4, names=None, data: dict | None = None, name: str = "comm-logged"):
+    """Grouped bars: bytes per rank per optimizer step in units of Ψ × 2 bytes × (N−1)/N (the paper's "2Ψ" for data
+    parallelism reads 2), per measured configuration: DeepSpeed's comms logger, ``dscourse.comm`` and the ZeRO paper."""
+    import plotly.graph_objects as go
+
+    from .comm import MEASURED_FIGURE, load_measured, logged_wire_per_rank, measured_vs_model, model_for_run
+
+    names = names or MEASURED_FIGURE
+    data = data or load_measured()
+    rows = {r["name"]: r for r in measured_vs_model(data) if r["world_size"] == world_size}
+    runs = {r["name"]: r for r in data["runs"] if r["world_size"] == world_size}
+    n = world_size
+    fig = go.Figure()
+    series = {"DeepSpeed comms logger": [], "dscourse.comm": [], "ZeRO paper": []}
+    for key in names:
+        run, row = runs[key], rows[key]
+        unit = sum(data["shapes"][run["shape"]]["param_numels"]) * 2 * (n - 1) / n
+        series["DeepSpeed comms logger"].append(logged_wire_per_rank(row["logged"], n) / unit)
+        series["dscourse.comm"].append(logged_wire_per_rank(row["model"], n) / unit)
+        series["ZeRO paper"].append(model_for_run(run, data["shapes"])["paper_wire_bytes_per_rank"] / unit)
+    for label, ys in series.items():
+        fig.add_bar(name=label, x=list(names), y=[round(y, 4) for y in ys], text=[f"{y:.2f}" for y in ys],
+                    textposition="outside", cliponaxis=False)
+    fig.update_layout(barmode="group", legend_orientation="h", legend_y=-0.35,
+                      yaxis_title="每 rank 每步字节，以 Ψ·2 字节·(N−1)/N 为单位",
+                      title=f"gpt2-tiny，{n} 个 CPU rank，bf16：实测、模型与论文",
+                      margin={"t": 60, "b": 90, "l": 70, "r": 20})
+    return Figure(fig, name, height=460)
+
+
+def scale_figure(trace, log2_max_grad=None, title: str = "", name: str = "loss-scale"):
+    """log2(loss scale) over the steps of a :class:`dscourse.precision.ScaleTrace`, the largest scale that would not
+    overflow, and the skipped steps."""
+    import math
+
+    import plotly.graph_objects as go
+
+    fig = go.Figure()
+    steps = list(range(trace.steps))
+    # The scale is a step function: keep only the points where it changes (smaller figures).
+    xs, ys = [], []
+    for t, s in enumerate(trace.scales):
+        if not ys or math.log2(s) != ys[-1] or t == trace.steps - 1:
+            xs.append(t)
+            ys.append(math.log2(s))
+    fig.add_scatter(x=xs, y=ys, mode="lines", line_shape="hv", name="log2(loss scale)", line_color="#4C78A8")
+    if log2_max_grad is not None:
+        # torch.finfo(torch.float16).max and torch.finfo(torch.bfloat16).max
+        limit = math.log2(65504.0 if trace.precision == "fp16" else 3.3895313892515355e38)
+        safe = [None if math.isnan(g) else round(limit - g, 2) for g in log2_max_grad[:max(trace.steps, 1)]]
+        if trace.precision == "fp16":  # bf16's limit (~2^128) would flatten the plot
+            fig.add_scatter(x=steps, y=safe, mode="lines", name="不溢出的最大 scale",
+                            line=dict(color="#BAB0AC", width=1))
+    skipped = trace.skipped
+    fig.add_scatter(x=skipped, y=[math.log2(trace.scales[t]) for t in skipped], mode="markers",
+                    name=f"跳过的步（{len(skipped)}）", marker=dict(color="#E45756", size=6, symbol="x"))
+    if trace.error:
+        fig.add_vline(x=trace.failed_at, line_dash="dash", line_color="#E45756")
+        fig.add_annotation(x=trace.failed_at, y=1, yref="paper", text=f"第 {trace.failed_at} 步抛出异常",
+                           showarrow=False, xanchor="right", font=dict(color="#E45756"))
+    fig.update_layout(title=title, xaxis_title="步", yaxis_title="log2(loss scale)",
+                      legend_orientation="h", legend_y=-0.2, margin=dict(t=50, b=40, l=60, r=20))
+    return Figure(fig, name)
+
+
+def throughput_figure(data: dict | None = None):
+    """Tokens/s against tokens per optimizer step (log x), a line per variant; pinned offload runs dashed.
+    The grey band marks "30–50% slower than ZeRO-2"."""
+    import plotly.graph_objects as go
+
+    from .gpu_results import VARIANT_ORDER, load_throughput, per_variant, row_label, throughput_rows
+
+    rows = throughput_rows(data)
+    colors = dict(zip(VARIANT_ORDER, ["#4C78A8", "#72B7B2", "#54A24B", "#F58518", "#E45756", "#B279A2", "#9D755D"]))
+    fig = go.Figure()
+    labels, cells = per_variant(rows, lambda r: r["tokens_per_second"])
+    tokens = {row_label(r): r["tokens_per_step"] for r in rows}
+    for (v, pinned), got in cells.items():
+        pts = [label for label in labels if label in got]
+        name = v + (" (pin_memory)" if pinned else "")
+        fig.add_scatter(x=[tokens[label] for label in pts], y=[median(got[label]) for label in pts],
+                        mode="lines+markers", name=name,
+                        line={"color": colors.get(v, "#333"), "dash": "dash" if pinned else "solid"},
+                        text=[f"micro-batch {label}" + (f"（{len(got[label])} 台机器的中位数）" if len(got[label]) > 1 else "")
+                              for label in pts],
+                        hovertemplate="%{text}<br>每步 %{x:,} 个 token<br>%{y:,.0f} tokens/s<extra>" + name + "</extra>")
+    zero2 = [(tokens[label], median(values)) for label, values in cells.get(("ZeRO-2", False), {}).items()]
+    if zero2:
+        zero2.sort()
+        xs = [x for x, _ in zero2]
+        fig.add_scatter(x=xs + xs[::-1], y=[0.7 * y for _, y in zero2] + [0.5 * y for _, y in zero2[::-1]],
+                        fill="toself", mode="none",
+                        fillcolor="rgba(128,128,128,0.2)", name="ZeRO-2 的 50–70%（即慢 30–50%）", hoverinfo="skip")
+    prov = (data or load_throughput())["provenance"]
+    fig.update_layout(title=f"{prov['shape']}，seq {prov['seq']}，{prov['gpu'].split(',')[0]}：吞吐与每步 token 数",
+                      xaxis={"title": "每个优化器步的 token 数（micro-batch × 累积步数 × 1024）", "type": "log"},
+                      yaxis={"title": "tokens/s"}, legend={"font": {"size": 11}}, margin={"t": 60})
+    return fig
+
+
+def slowdown_figure(data: dict | None = None):
+    """Offload slowdown (%) against tokens per optimizer step, pinned and unpinned, with the claimed 30–50% band."""
+    import plotly.graph_objects as go
+
+    from .gpu_results import offload_slowdown, per_variant, row_label
+
+    rows = [r for r in offload_slowdown(data) if r["same_lease"]]  # an offload run beside its own baseline
+    fig = go.Figure()
+    xs = sorted({r["tokens_per_step"] for r in rows})
+    if xs:
+        fig.add_scatter(x=[xs[0], xs[-1], xs[-1], xs[0]], y=[30, 30, 50, 50], fill="toself", mode="none",
+                        fillcolor="rgba(128,128,128,0.2)", name="原文：慢 30–50%", hoverinfo="skip")
+    labels, cells = per_variant(rows, lambda r: r["slowdown"])
+    tokens = {row_label(r): r["tokens_per_step"] for r in rows}
+    baseline = {r["variant"]: r["baseline"] for r in rows}
+    for (v, pinned), got in cells.items():
+        pts = [label for label in labels if label in got]
+        name = f"{v} vs {baseline[v]}" + (" (pin_memory)" if pinned else "")
+        fig.add_scatter(x=[tokens[label] for label in pts], y=[100 * median(got[label]) for label in pts],
+                        mode="lines+markers", name=name, line={"dash": "dash" if pinned else "solid"},
+                        hovertemplate="每步 %{x:,} 个 token：慢 %{y:.0f}%<extra>" + name + "</extra>")
+    fig.update_layout(title="CPU offload 让训练慢多少（同 stage、同 micro-batch 对比）",
+                      xaxis={"title": "每个优化器步的 token 数", "type": "log"},
+                      yaxis={"title": "比不 offload 慢（%）", "range": [0, 100]}, margin={"t": 60})
+    return fig
+
+
+def loss_figure(curves: dict[str, dict], title: str, name: str):
+    """Loss against step, one line per run (a :class:`dscourse.plots.Figure`)."""
+    import plotly.graph_objects as go
+
+    fig = go.Figure()
+    for label, curve in curves.items():
+        steps = sorted(int(s) for s in curve)
+        values = {int(k): v for k, v in curve.items()}
+        fig.add_trace(go.Scatter(x=steps, y=[values[s] for s in steps], mode="lines+markers", name=label))
+    fig.update_layout(title=title, xaxis_title="步", yaxis_title="loss",
+                      legend_orientation="h", legend_y=-0.25, margin=dict(t=50, b=40, l=60, r=20))
+    return Figure(fig, name)

@@ -488,40 +488,6 @@ def grad_scenario(name: str, steps: int = 3000, seed: int = 0) -> list[float]:
     return out
 
 
-def scale_figure(trace: ScaleTrace, log2_max_grad=None, title: str = "", name: str = "loss-scale"):
-    """log2(loss scale) over the steps, the largest scale that would not overflow, and the skipped steps."""
-    import plotly.graph_objects as go
-    import torch
-
-    from .plots import Figure
-
-    fig = go.Figure()
-    steps = list(range(trace.steps))
-    # The scale is a step function: keep only the points where it changes (smaller figures).
-    xs, ys = [], []
-    for t, s in enumerate(trace.scales):
-        if not ys or math.log2(s) != ys[-1] or t == trace.steps - 1:
-            xs.append(t)
-            ys.append(math.log2(s))
-    fig.add_scatter(x=xs, y=ys, mode="lines", line_shape="hv", name="log2(loss scale)", line_color="#4C78A8")
-    if log2_max_grad is not None:
-        limit = math.log2(torch.finfo(torch.float16 if trace.precision == "fp16" else torch.bfloat16).max)
-        safe = [None if math.isnan(g) else round(limit - g, 2) for g in log2_max_grad[:max(trace.steps, 1)]]
-        if trace.precision == "fp16":  # bf16's limit (~2^128) would flatten the plot
-            fig.add_scatter(x=steps, y=safe, mode="lines", name="不溢出的最大 scale",
-                            line=dict(color="#BAB0AC", width=1))
-    skipped = trace.skipped
-    fig.add_scatter(x=skipped, y=[math.log2(trace.scales[t]) for t in skipped], mode="markers",
-                    name=f"跳过的步（{len(skipped)}）", marker=dict(color="#E45756", size=6, symbol="x"))
-    if trace.error:
-        fig.add_vline(x=trace.failed_at, line_dash="dash", line_color="#E45756")
-        fig.add_annotation(x=trace.failed_at, y=1, yref="paper", text=f"第 {trace.failed_at} 步抛出异常",
-                           showarrow=False, xanchor="right", font=dict(color="#E45756"))
-    fig.update_layout(title=title, xaxis_title="步", yaxis_title="log2(loss scale)",
-                      legend_orientation="h", legend_y=-0.2, margin=dict(t=50, b=40, l=60, r=20))
-    return Figure(fig, name)
-
-
 def trace_summary(trace: ScaleTrace) -> str:
     """One line: steps run, skipped, final scale, and how it ended."""
     end = f"raised {trace.error!r} at step {trace.failed_at}" if trace.error else "ran to the end"

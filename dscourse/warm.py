@@ -581,7 +581,9 @@ if __name__ == "__main__":
             failed += sum(builder.wait() != 0 for builder in _build_ops(stage))
         sys.exit(1 if failed else 0)
     elif sys.argv[1] == "--load-op":
-        import dscourse.scripts  # noqa: F401  (DeepSpeed's CPU-feature query answered from the session's file)
+        from dscourse.cpuinfo_once import use_saved
+
+        use_saved()  # DeepSpeed's CPU-feature query answered from the session's file, as in a rank
 
         _load_ops([sys.argv[2]])
     else:

@@ -339,7 +339,8 @@ class LossScaleExplorer(_Controls):
                 "consecutive_hysteresis": self.consecutive_hysteresis.value}
 
     def _update(self):
-        from .precision import grad_scenario, scale_figure, simulate_loss_scale
+        from .plots import scale_figure
+        from .precision import grad_scenario, simulate_loss_scale
 
         history = grad_scenario(self.scenario.value, self.steps, self.seed)
         try:

@@ -106,9 +106,11 @@ def test_every_failed_gpu_attempt_says_what_fixed_it():
 
 def test_figures_build():
     pytest.importorskip("plotly")
-    assert len(g.throughput_figure().data) >= 7
-    assert len(g.slowdown_figure().data) >= 3
-    assert g.throughput_figure(g.load_throughput(shape="gpt2-1.3b")).data
+    from dscourse import plots
+
+    assert len(plots.throughput_figure().data) >= 7
+    assert len(plots.slowdown_figure().data) >= 3
+    assert plots.throughput_figure(g.load_throughput(shape="gpt2-1.3b")).data
 
 
 def test_nccl_functions_on_a_record_in_the_benchmark_format():

@@ -234,7 +234,9 @@ def test_scenarios_are_seeded_and_named():
 
 def test_scale_figure_marks_the_failure():
     t = P.simulate_loss_scale(P.grad_scenario("beyond fp16"))
-    html = P.scale_figure(t, P.grad_scenario("beyond fp16"), name="x")._repr_html_()
+    from dscourse.plots import scale_figure
+
+    html = scale_figure(t, P.grad_scenario("beyond fp16"), name="x")._repr_html_()
     texts = [json.dumps(text)[1:-1] for text in ("第 17 步抛出异常", "跳过的步（18）")]  # as the figure's JSON spells them
     assert 'id="x"' in html and all(text in html for text in texts)
 

@@ -155,7 +155,7 @@ def _assert_book_style(spec: dict, where: str):
 
 
 def _package_figures():
-    from dscourse import comm, gpu_results, integration, plots, precision
+    from dscourse import plots, precision
 
     yield "memory_explorer", plots.memory_explorer(presets=["Llama-2-7B"], gpu_counts=(1, 8), gpus=8)
     yield "peak_timeline", plots.peak_timeline()
@@ -166,14 +166,14 @@ def _package_figures():
     yield "knob_effects_figure", plots.knob_effects_figure()
     yield "sharding_figure", plots.sharding_figure()
     yield "stacked_memory_bar", plots.stacked_memory_bar([("a", {"params": 2e9, "grads": 1e9})], limit_gb=80)
-    yield "comm.measured_figure", comm.measured_figure(4)
-    yield "comm.comm_figure", comm.comm_figure(7e9, 64, 2)
-    yield "gpu_results.throughput_figure", gpu_results.throughput_figure()
-    yield "gpu_results.slowdown_figure", gpu_results.slowdown_figure()
-    yield "integration.loss_figure", integration.loss_figure({"a": {1: 2.0, 2: 1.5}}, "t", "loss")
+    yield "comm_measured_figure", plots.comm_measured_figure(4)
+    yield "comm_figure", plots.comm_figure(7e9, 64, 2)
+    yield "throughput_figure", plots.throughput_figure()
+    yield "slowdown_figure", plots.slowdown_figure()
+    yield "loss_figure", plots.loss_figure({"a": {1: 2.0, 2: 1.5}}, "t", "loss")
     if _has_deepspeed():
         trace = precision.simulate_loss_scale([0.0] * 20, initial_scale_power=4)
-        yield "precision.scale_figure", precision.scale_figure(trace)
+        yield "scale_figure", plots.scale_figure(trace)
 
 
 def _has_deepspeed() -> bool:

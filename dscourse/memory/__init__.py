@@ -16,8 +16,8 @@ from .formulas import (
                        estimate_all,
 )
 from .hf import MODEL_TYPES, arch_from_file, arch_from_hf, hf_presets
-from .peak import PHASES, Peak, Zero, arch_setup, peak, peak_of
-from .shapes import PRESETS, Arch, activation_bytes, param_count
+from .peak import PHASES, Peak, Zero, activation_bytes, arch_setup, peak, peak_of
+from .shapes import PRESETS, Arch, param_count
 from .sizes import format_bytes, parse_count
 
 __all__ = ["CATEGORIES", "CATEGORY_LABELS", "FORMULAS", "STATE_CATEGORIES", "Estimate", "FormulaError", "Setup",

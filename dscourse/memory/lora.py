@@ -13,7 +13,10 @@ Pure: no torch.
 
 from __future__ import annotations
 
-from .shapes import Arch
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # a type only: the model shapes sit above this module
+    from .shapes import Arch
 
 # PEFT's LoraConfig(target_modules=...) as the calculator takes it: its default for Llama-like models, and every
 # linear layer but the output head ("all-linear", as QLoRA trains)

@@ -180,9 +180,22 @@ def lora_activation_terms(a: Arch, seq: int, micro_batch: int, lora: Lora, check
             "LoRA: frozen head and embedding": once}
 
 
-def activation_bytes(a: Arch, seq: int, micro_batch: int, checkpointing: bool = False) -> int:
-    """Activations kept for backward, without the logits chain (see :func:`activation_terms`)."""
-    return sum(activation_terms(a, seq, micro_batch, checkpointing).values())
+def activation_bytes(a: Arch, seq: int, micro_batch: int, attention: str = "sdpa",
+                     checkpointing: bool = False) -> int:
+    """What a forward pass leaves alive for backward when the loop keeps only the loss: the activations of
+    :func:`activation_terms` plus the fp32 log-softmax the loss saves (4 bytes × tokens ×
+    vocabulary), the sense of ``memory_allocated()`` after ``loss = engine(...).loss`` minus before.
+    ``attention="eager"`` adds the a·s² scores each layer keeps (softmax input and output, 4·a·s²·b bytes).
+    """
+    if attention not in ("sdpa", "eager"):
+        raise ValueError("attention must be 'sdpa' or 'eager'")
+    try:
+        total = sum(activation_terms(a, seq, micro_batch, checkpointing).values()) + 4 * seq * micro_batch * a.vocab
+    except FormulaError as e:
+        raise ValueError(str(e)) from None
+    if attention == "eager" and a.family != "gemma2":  # Gemma-2 is counted eager already
+        total += (1 if checkpointing else a.layers) * 4 * a.heads * seq * seq * micro_batch
+    return total
 
 
 def param_tensors(a: Arch) -> list[int]:
@@ -327,7 +340,7 @@ def peak(setup: Setup, arch: Arch, micro_batch: int, seq: int, checkpointing: bo
     rbs = zero.reduce_bucket_size
     overlap = zero.overlap_comm if zero.overlap_comm is not None else s.stage == 3
     base = {k: v for k, v in states.gpu.items()}
-    acts = activation_bytes(arch, seq, micro_batch, checkpointing)
+    acts = sum(activation_terms(arch, seq, micro_batch, checkpointing).values())
     if lora:
         acts += sum(lora_activation_terms(arch, seq, micro_batch, lora, checkpointing).values())
 

@@ -73,24 +73,3 @@ PRESETS = {
     "Llama-2-13B": Arch("Llama-2-13B", 40, 5120, 40, 32000, 13824),
     "Llama-2-70B": Arch("Llama-2-70B", 80, 8192, 64, 32000, 28672, kv_heads=8),
 }
-
-
-def activation_bytes(a: Arch, seq: int, micro_batch: int, attention: str = "sdpa",
-                     checkpointing: bool = False) -> int:
-    """What a forward pass leaves alive for backward when the loop keeps only the loss: the activations of
-    :func:`dscourse.memory.peak.activation_terms` plus the fp32 log-softmax the loss saves (4 bytes × tokens ×
-    vocabulary), the sense of ``memory_allocated()`` after ``loss = engine(...).loss`` minus before.
-    ``attention="eager"`` adds the a·s² scores each layer keeps (softmax input and output, 4·a·s²·b bytes).
-    """
-    from .formulas import FormulaError
-    from .peak import activation_bytes as kept
-
-    if attention not in ("sdpa", "eager"):
-        raise ValueError("attention must be 'sdpa' or 'eager'")
-    try:
-        total = kept(a, seq, micro_batch, checkpointing) + 4 * seq * micro_batch * a.vocab
-    except FormulaError as e:
-        raise ValueError(str(e)) from None
-    if attention == "eager" and a.family != "gemma2":  # Gemma-2 is counted eager already
-        total += (1 if checkpointing else a.layers) * 4 * a.heads * seq * seq * micro_batch
-    return total

@@ -113,8 +113,9 @@ class CommCalculator:
         return self.rows
 
     def _update(self):
-        from dscourse.comm import DTYPE_BYTES, comm_figure, table
+        from dscourse.comm import DTYPE_BYTES, table
         from dscourse.memory import parse_count
+        from dscourse.plots import comm_figure
         from dscourse.tables import text_table
 
         try:

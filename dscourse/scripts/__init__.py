@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import os
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from pathlib import Path
 
 if os.environ.get("DSCOURSE_WARM_RANKS"):  # in a test session: a warm interpreter becomes this rank (dscourse.warm)
     from dscourse.warm import hand_off
@@ -113,3 +117,49 @@ def finish(result: dict | None = None, out=None, rank: int | None = None) -> Non
     sys.stdout.flush()
     sys.stderr.flush()
     os._exit(0)
+
+
+# --- what several rank scripts report about their engine ----------------------------------------------------
+
+def engine_summary(engine) -> dict:
+    """What DeepSpeed really built, and the config values it ended up with."""
+    cfg = engine.config  # the config dict after DeepSpeed (and the Trainer) filled it
+    zero = cfg.get("zero_optimization", {})
+    return {
+        "zero_stage": engine.zero_optimization_stage(), "optimizer_class": type(engine.optimizer).__name__,
+        "basic_optimizer": type(getattr(engine, "basic_optimizer", None)).__name__,
+        "bf16": engine.bfloat16_enabled(), "fp16": engine.fp16_enabled(),
+        "train_batch_size": engine.train_batch_size(), "micro_batch": engine.train_micro_batch_size_per_gpu(),
+        "grad_accum": engine.gradient_accumulation_steps(),
+        "offload_optimizer": engine.zero_offload_optimizer() is not None if hasattr(engine, "zero_offload_optimizer")
+        else None,
+        "filled": {k: cfg[k] for k in ("train_batch_size", "train_micro_batch_size_per_gpu",
+                                       "gradient_accumulation_steps", "gradient_clipping") if k in cfg},
+        "filled_optimizer": cfg.get("optimizer"), "filled_zero": {k: v for k, v in zero.items()
+                                                                  if k in ("stage", "reduce_bucket_size",
+                                                                           "stage3_prefetch_bucket_size",
+                                                                           "stage3_param_persistence_threshold")},
+    }
+
+
+def dir_bytes(path: Path) -> dict[str, int]:
+    """Bytes of every file under ``path``, by path relative to it."""
+    return {str(f.relative_to(path)): f.stat().st_size for f in sorted(path.rglob("*")) if f.is_file()}
+
+
+def full_weights(engine) -> tuple[dict, dict]:
+    """(fp32 master weights, the module's own weights), full size, by parameter name; on every rank.
+
+    Collective under ZeRO-3: every rank must call it.
+    """
+    import deepspeed
+    from deepspeed.utils import safe_get_full_fp32_param
+
+    master, module = {}, {}
+    for name, p in engine.module.named_parameters():
+        fp32 = safe_get_full_fp32_param(p)  # None where the optimizer keeps no ZeRO fp32 copy (bf16 ZeRO-0)
+        if fp32 is not None:
+            master[name] = fp32.detach().clone().cpu()
+        with deepspeed.zero.GatheredParameters([p], enabled=hasattr(p, "ds_id")):
+            module[name] = p.detach().clone().cpu()
+    return master, module

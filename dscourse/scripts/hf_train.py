@@ -18,7 +18,7 @@ import sys
 import time
 from pathlib import Path
 
-from dscourse.scripts import deterministic, finish, uses_cuda
+from dscourse.scripts import deterministic, dir_bytes, engine_summary, finish, full_weights, uses_cuda
 
 
 def parse_args(argv=None):
@@ -94,8 +94,6 @@ def main(argv=None) -> int:
     import torch
 
     from dscourse.models import SHAPES
-    from dscourse.scripts.train_run import dir_bytes, full_weights
-    from dscourse.scripts.train_step import engine_summary
 
     torch.manual_seed(args.seed)
     rank, world = int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))

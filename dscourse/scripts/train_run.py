@@ -18,7 +18,7 @@ import sys
 import time
 from pathlib import Path
 
-from dscourse.scripts import deterministic, finish, init
+from dscourse.scripts import deterministic, dir_bytes, finish, full_weights, init
 
 
 def parse_args(argv=None):
@@ -48,29 +48,6 @@ def parse_args(argv=None):
     if args.steps < 1:
         p.error(f"--steps must be at least 1, not {args.steps}")
     return args
-
-
-def dir_bytes(path: Path) -> dict[str, int]:
-    """Bytes of every file under ``path``, by path relative to it."""
-    return {str(f.relative_to(path)): f.stat().st_size for f in sorted(path.rglob("*")) if f.is_file()}
-
-
-def full_weights(engine) -> tuple[dict, dict]:
-    """(fp32 master weights, the module's own weights), full size, by parameter name; on every rank.
-
-    Collective under ZeRO-3: every rank must call it.
-    """
-    import deepspeed
-    from deepspeed.utils import safe_get_full_fp32_param
-
-    master, module = {}, {}
-    for name, p in engine.module.named_parameters():
-        fp32 = safe_get_full_fp32_param(p)  # None where the optimizer keeps no ZeRO fp32 copy (bf16 ZeRO-0)
-        if fp32 is not None:
-            master[name] = fp32.detach().clone().cpu()
-        with deepspeed.zero.GatheredParameters([p], enabled=hasattr(p, "ds_id")):
-            module[name] = p.detach().clone().cpu()
-    return master, module
 
 
 def main(argv=None) -> int:

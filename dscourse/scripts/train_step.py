@@ -16,7 +16,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from dscourse.scripts import finish, init
+from dscourse.scripts import engine_summary, finish, init
 
 
 def parse_args(argv=None):
@@ -39,27 +39,6 @@ def parse_args(argv=None):
         p.error("--trainer proves one config per launch (the Trainer's Accelerate state is one per process)")
     args.lr = args.lr or learning_rate(args.shape)
     return args
-
-
-def engine_summary(engine) -> dict:
-    """What DeepSpeed really built, and the config values it ended up with."""
-    cfg = engine.config  # the config dict after DeepSpeed (and the Trainer) filled it
-    zero = cfg.get("zero_optimization", {})
-    return {
-        "zero_stage": engine.zero_optimization_stage(), "optimizer_class": type(engine.optimizer).__name__,
-        "basic_optimizer": type(getattr(engine, "basic_optimizer", None)).__name__,
-        "bf16": engine.bfloat16_enabled(), "fp16": engine.fp16_enabled(),
-        "train_batch_size": engine.train_batch_size(), "micro_batch": engine.train_micro_batch_size_per_gpu(),
-        "grad_accum": engine.gradient_accumulation_steps(),
-        "offload_optimizer": engine.zero_offload_optimizer() is not None if hasattr(engine, "zero_offload_optimizer")
-        else None,
-        "filled": {k: cfg[k] for k in ("train_batch_size", "train_micro_batch_size_per_gpu",
-                                       "gradient_accumulation_steps", "gradient_clipping") if k in cfg},
-        "filled_optimizer": cfg.get("optimizer"), "filled_zero": {k: v for k, v in zero.items()
-                                                                  if k in ("stage", "reduce_bucket_size",
-                                                                           "stage3_prefetch_bucket_size",
-                                                                           "stage3_param_persistence_threshold")},
-    }
 
 
 def run_plain(args, config: str, shape, rank, world) -> dict:

@@ -410,7 +410,7 @@ glue("bf16_rtol", f"{BF16_RTOL:.4f}")
 # %%
 # NBVAL_IGNORE_OUTPUT
 # (bf16 losses depend on the CPU's bf16 kernels)
-from dscourse.integration import loss_figure
+from dscourse.plots import loss_figure
 
 print(text_table(["step", *(f"ZeRO-{s}" for s in bf16_runs)],
                  [[step, *(f"{losses(r)[step]:.2f}" for r in bf16_runs.values())] for step in range(1, STEPS + 1, 2)]))
@@ -675,7 +675,7 @@ for name in ("hf_train", "accelerate_train", "train_run", "zero_init"):
 # 几台机器都测过的点取它们的中位数（`machines` 列是测过这一行的机器数）：
 
 # %%
-from dscourse import gpu_results
+from dscourse import gpu_results, plots
 
 prov = gpu_results.load_throughput()["provenance"]
 print(f"{prov['gpu']}; torch {prov['torch']}, DeepSpeed {prov['deepspeed']}; {prov['date']}; {prov['shape']}, "
@@ -703,7 +703,7 @@ for key in ("offload_zero2_unpinned_range", "offload_zero2_pinned_range", "offlo
 glue("gpu_offload_in_claim", f"{claim['points_in_claim']} / {claim['points']}")
 
 # %%
-show(gpu_results.slowdown_figure(), "offload-slowdown")
+show(plots.slowdown_figure(), "offload-slowdown")
 
 # %% [markdown]
 # - “慢 30–50%”只在部分情形成立。决定性的是 `pin_memory`：不锁页时 CPU↔GPU 拷贝要先经过一块临时的锁页缓冲，也不能与计算重叠，

@@ -481,9 +481,9 @@ from dscourse.book import glue
 glue("comm_table_runs", str(len(errors) + sum("error" in r for r in measured["runs"])))
 
 # %%
-from dscourse.plots import show
+from dscourse.plots import comm_figure, comm_measured_figure, show
 
-show(comm.measured_figure(4))
+show(comm_measured_figure(4))
 
 # %% [markdown]
 # 表里每一行背后的源码（DeepSpeed 0.19.8，`dscourse.comm.deepspeed_collectives` 给每个集合通信标了出处）：
@@ -595,7 +595,7 @@ calculator = CommCalculator(params="7B", gpus=64)
 calculator.widget
 
 # %%
-show(comm.comm_figure(psi, 64, 2, name="comm-7b-64"))
+show(comm_figure(psi, 64, 2, name="comm-7b-64"))
 
 # %% [markdown]
 # ### 不需要内核的版本

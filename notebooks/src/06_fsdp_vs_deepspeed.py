@@ -93,7 +93,7 @@ glue("bf16_gap", "10⁻³")
 # %%
 # NBVAL_IGNORE_OUTPUT
 # (bf16 losses depend on the CPU's bf16 kernels)
-from dscourse.integration import loss_figure
+from dscourse.plots import loss_figure
 
 print(text_table(["step", "ZeRO-3 bf16", "FSDP2 bf16"],
                  [[step, *(f"{losses(r)[step]:.2f}" for r in (zero3["bf16"], fsdp["bf16"][0]))]
