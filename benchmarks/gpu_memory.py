@@ -17,8 +17,6 @@ import os
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
 from dscourse.calibration import parse_variant  # noqa: E402
 from dscourse.measure import record_run, threads_per_rank  # noqa: E402
 from dscourse.provenance import environment  # noqa: E402

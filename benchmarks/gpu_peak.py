@@ -25,7 +25,6 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
 
 VARIANTS = ["0", "1", "2", "3", "2+oo", "3+oo", "3+oo+op"]  # stage, +oo optimizer offload, +op parameter offload
 # (model preset, [(micro_batch, seq), ...]): GPT-2's learned positions stop at 1024

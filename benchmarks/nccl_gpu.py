@@ -18,8 +18,6 @@ import sys
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
 from dscourse.launch import LaunchError, run_ranks  # noqa: E402
 from dscourse.provenance import environment  # noqa: E402
 

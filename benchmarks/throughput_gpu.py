@@ -20,8 +20,6 @@ import sys
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
 from dscourse.measure import record_run, threads_per_rank  # noqa: E402
 from dscourse.provenance import environment  # noqa: E402
 

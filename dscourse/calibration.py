@@ -112,13 +112,6 @@ def gpu_vs_formula(rec: dict) -> dict:
     }
 
 
-def gpu_vs_formula_rows(world_size: int | None = None, paths=None) -> list[dict]:
-    """:func:`gpu_vs_formula` of every committed measurement (``world_size``: only runs on that many GPUs;
-    files of several GPUs, e.g. ``gpu_memory_llama-1b_2gpu.json``, hold one record per rank, rank 0 used here)."""
-    return [gpu_vs_formula(rec) for rec in load_gpu_runs(paths)[1]
-            if world_size is None or rec["world_size"] == world_size]
-
-
 def gpu_formula_table(rows: list[dict]) -> tuple[list[str], list[list], float]:
     """(headers, rows, worst host error) of :func:`gpu_vs_formula` results: a row per variant, a column per model,
     each cell the measured GPU bytes with the formula's error; host memory, which the formula gives exactly, is

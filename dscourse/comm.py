@@ -542,7 +542,7 @@ def table(params: float, world_size: int, bandwidths: dict | None = None, dtype_
     for stage in range(4):
         vol = step_volume_bytes(params, stage, world_size, dtype_bytes, grad_accum, zero=zero)
         paper = step_volume_bytes(params, stage, world_size, dtype_bytes, grad_accum, model="paper")
-        rows.append([f"ZeRO-{stage}", format_bytes(vol), format_bytes(paper),
+        rows.append([f"ZeRO-{stage}", format_volume(vol), format_volume(paper),
                      *(format_seconds(step_time(params, stage, world_size, bw, dtype_bytes, grad_accum, zero=zero))
                        for bw in bandwidths.values())])
     return header, rows
@@ -553,7 +553,8 @@ def short_name(name: str) -> str:
     return name.split(" (")[0]
 
 
-def format_bytes(n: float) -> str:
+def format_volume(n: float) -> str:
+    """A communication volume to 3 significant digits (``dscourse.memory.format_bytes`` prints memory to 0.01 GB)."""
     for unit, size in (("TB", 1e12), ("GB", 1e9), ("MB", 1e6), ("KB", 1e3)):
         if n >= size:
             return f"{n / size:.3g} {unit}"
@@ -625,10 +626,10 @@ def main(argv=None) -> int:
         print(f"ZeRO-{args.stage}, {params / 1e9:.3g}B parameters, {args.gpus} ranks, {args.dtype}, gradient "
               f"accumulation {args.grad_accum}: DeepSpeed 0.19.8's collectives per optimizer step")
         print(text_table(["collective", "what", "logged msg_size", "x", "wire/rank", "decided by"],
-                         [[c["op"], c["what"], format_bytes(c["logged_bytes"]), c["times"],
-                           format_bytes(c["wire_bytes_per_rank"]), c["source"]] for c in report["collectives"]]))
-        print(f"wire bytes per rank: {format_bytes(report['wire_bytes_per_rank'])} "
-              f"(the paper: {format_bytes(report['paper_wire_bytes_per_rank'])})")
+                         [[c["op"], c["what"], format_volume(c["logged_bytes"]), c["times"],
+                           format_volume(c["wire_bytes_per_rank"]), c["source"]] for c in report["collectives"]]))
+        print(f"wire bytes per rank: {format_volume(report['wire_bytes_per_rank'])} "
+              f"(the paper: {format_volume(report['paper_wire_bytes_per_rank'])})")
         return 0
     header, rows = table(params, args.gpus, bws, nbytes, args.grad_accum, zero)
     print(f"{params / 1e9:.3g}B parameters, {args.gpus} ranks, {args.dtype}, gradient accumulation "

@@ -79,9 +79,3 @@ def zero_elements(rank: dict) -> dict[str, int]:
         for cat, nbytes in cats.items():
             held[cat] = held.get(cat, 0) + nbytes
     return {"params": held["params"] // 2, "master": held["master"] // 4, "optim": held["optim"] // 4}
-
-
-def median(values) -> float:
-    values = sorted(values)
-    mid = len(values) // 2
-    return values[mid] if len(values) % 2 else (values[mid - 1] + values[mid]) / 2

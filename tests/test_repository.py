@@ -236,3 +236,18 @@ def test_book_pages_keep_their_tables_small(page):
         else:
             longest, rows = max(longest, rows - 2), 0  # less the header and its rule
     assert longest <= 12, f"{page.name} has a table of {longest} rows"
+
+
+def test_every_cli_has_an_entry_point_that_answers_help():
+    """pyproject.toml's [project.scripts]: the four command lines, each a main(argv) that returns an exit code."""
+    import importlib
+    import tomllib
+
+    scripts = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))["project"]["scripts"]
+    assert set(scripts) == {"dscourse-memory", "dscourse-config", "dscourse-comm", "dscourse-multinode"}
+    for target in scripts.values():
+        module, func = target.split(":")
+        main = getattr(importlib.import_module(module), func)
+        with pytest.raises(SystemExit) as done:
+            main(["--help"])
+        assert done.value.code == 0

@@ -25,8 +25,6 @@ import sys
 import tempfile
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
 from dscourse import package_path, scale  # noqa: E402
 from dscourse.integration import losses, max_rel_diff, resume, train_stages, write_config  # noqa: E402
 from dscourse.launch import run_ranks  # noqa: E402

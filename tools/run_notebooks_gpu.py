@@ -33,7 +33,6 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
 from dscourse.gpu_results import notebook_status  # noqa: E402
 
 ANSI = re.compile(r"\x1b\[[0-9;]*m")

@@ -153,7 +153,3 @@ def ranks(active: dict) -> list[tuple[int, str, int, int]]:
             out.append((rank, host, node_rank, local_rank))
             rank += 1
     return out
-
-
-def format_hostfile(pool: dict) -> str:
-    return "".join(f"{host} slots={n}\n" for host, n in pool.items())

@@ -537,23 +537,23 @@ for stage in range(4):
 print()
 rows = []
 for n in (2, 8, 64, 1024):
-    rows.append([n, *(f"{comm.format_bytes(comm.step_volume_bytes(psi, s, n))} "
-                      f"({comm.format_bytes(comm.step_volume_bytes(psi, s, n, model='paper'))})" for s in range(4))])
+    rows.append([n, *(f"{comm.format_volume(comm.step_volume_bytes(psi, s, n))} "
+                      f"({comm.format_volume(comm.step_volume_bytes(psi, s, n, model='paper'))})" for s in range(4))])
 print("7B parameters, bf16: bytes each rank sends per step, DeepSpeed 0.19.8 defaults (the paper)")
 print(text_table(["GPUs (N)", "ZeRO-0", "ZeRO-1", "ZeRO-2", "ZeRO-3"], rows))
 print("\nwith gradient accumulation 8 (ZeRO-2 and ZeRO-3 communicate every micro-batch):")
 print(text_table(["GPUs (N)", *(f"ZeRO-{s}" for s in range(4))],
-                 [[64, *(comm.format_bytes(comm.step_volume_bytes(psi, s, 64, 2, grad_accum=8)) for s in range(4))]]))
+                 [[64, *(comm.format_volume(comm.step_volume_bytes(psi, s, 64, 2, grad_accum=8)) for s in range(4))]]))
 print("\nZeRO-2 with use_multi_rank_bucket_allreduce false, 64 GPUs:",
-      comm.format_bytes(comm.step_volume_bytes(psi, 2, 64, zero={"use_multi_rank_bucket_allreduce": False})))
+      comm.format_volume(comm.step_volume_bytes(psi, 2, 64, zero={"use_multi_rank_bucket_allreduce": False})))
 
-glue("comm_7b_dp", comm.format_bytes(comm.step_volume_bytes(psi, 0, 64, 2)))
-glue("comm_7b_z2", comm.format_bytes(comm.step_volume_bytes(psi, 2, 64, 2)))
-glue("comm_7b_z2_paper", comm.format_bytes(comm.step_volume_bytes(psi, 2, 64, 2, model="paper")))
-glue("comm_7b_z3", comm.format_bytes(comm.step_volume_bytes(psi, 3, 64, 2)))
-glue("comm_7b_z3_paper", comm.format_bytes(comm.step_volume_bytes(psi, 3, 64, 2, model="paper")))
-glue("comm_7b_z2_ga8", comm.format_bytes(comm.step_volume_bytes(psi, 2, 64, 2, grad_accum=8)))
-glue("comm_7b_z3_ga8", comm.format_bytes(comm.step_volume_bytes(psi, 3, 64, 2, grad_accum=8)))
+glue("comm_7b_dp", comm.format_volume(comm.step_volume_bytes(psi, 0, 64, 2)))
+glue("comm_7b_z2", comm.format_volume(comm.step_volume_bytes(psi, 2, 64, 2)))
+glue("comm_7b_z2_paper", comm.format_volume(comm.step_volume_bytes(psi, 2, 64, 2, model="paper")))
+glue("comm_7b_z3", comm.format_volume(comm.step_volume_bytes(psi, 3, 64, 2)))
+glue("comm_7b_z3_paper", comm.format_volume(comm.step_volume_bytes(psi, 3, 64, 2, model="paper")))
+glue("comm_7b_z2_ga8", comm.format_volume(comm.step_volume_bytes(psi, 2, 64, 2, grad_accum=8)))
+glue("comm_7b_z3_ga8", comm.format_volume(comm.step_volume_bytes(psi, 3, 64, 2, grad_accum=8)))
 
 # %% [markdown]
 # ### 换算成时间：带宽的两种说法
@@ -626,7 +626,7 @@ for e in results:
     by_size.setdefault(e["size_bytes"], {})[e["op"]] = (f"{e['busbw'] / 1e9:.3f} GB/s ({e['seconds'] * 1e3:.2f} ms)"
                                                         if "busbw" in e else e["error"])
 print(text_table(["message", *(f"{op}: busbw (time)" for op in ops)],
-                 [[comm.format_bytes(size), *(row.get(op, "") for op in ops)] for size, row in by_size.items()]))
+                 [[comm.format_volume(size), *(row.get(op, "") for op in ops)] for size, row in by_size.items()]))
 best = max(e["busbw"] for e in results if e["op"] == "all_reduce" and "busbw" in e)
 print(f"\nat {best / 1e9:.2f} GB/s, a 7B ZeRO-2 step on 64 such ranks would spend "
       f"{comm.format_seconds(comm.step_time(psi, 2, 64, best))} communicating")
@@ -650,8 +650,8 @@ show(fig, "cpu-busbw", height=400)
 small = min((e for e in results if e["op"] == "all_reduce" and "busbw" in e), key=lambda e: e["size_bytes"])
 large = max((e for e in results if e["op"] == "all_reduce" and "busbw" in e), key=lambda e: e["size_bytes"])
 ratio = large["busbw"] / small["busbw"]
-print(f"all-reduce bus bandwidth grows with the message: {comm.format_bytes(large['size_bytes'])} messages reach more "
-      f"than 10x the bandwidth of {comm.format_bytes(small['size_bytes'])} messages: {ratio > 10}")
+print(f"all-reduce bus bandwidth grows with the message: {comm.format_volume(large['size_bytes'])} messages reach more "
+      f"than 10x the bandwidth of {comm.format_volume(small['size_bytes'])} messages: {ratio > 10}")
 assert ratio > 10
 
 # %% [markdown]

@@ -36,10 +36,11 @@ print(f"scale: {scale.scale()} ({scale.ranks()} ranks), model: {scale.train_shap
 import shutil
 import tempfile
 from pathlib import Path
+from statistics import median
 
 from dscourse import package_path
 from dscourse.book import glue
-from dscourse.fsdp import MAPPING, fsdp_train, median, zero_elements, zero_held
+from dscourse.fsdp import MAPPING, fsdp_train, zero_elements, zero_held
 from dscourse.integration import BF16_RTOL, FP32_RTOL, losses, max_rel_diff, readable_command, train_stages
 from dscourse.launch import run_ranks
 from dscourse.plots import show
