@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import sys
 from pathlib import Path
 
 from .integration import write_config
@@ -27,7 +28,9 @@ def aio_op_report() -> dict:
 
     builder = get_accelerator().create_op_builder("AsyncIOBuilder")
     printed = io.StringIO()
-    with contextlib.redirect_stdout(printed):
+    # DeepSpeed's probe silences the compiler by redirecting sys.stderr's file descriptor, and answers False when it
+    # has none: a Jupyter kernel's stderr is a stream without one, so the probe gets the process's own stderr
+    with contextlib.redirect_stdout(printed), contextlib.redirect_stderr(sys.__stderr__ or sys.stderr):
         compatible = bool(builder.is_compatible(verbose=True))
     lines = [line.split("] ", 1)[-1].strip() for line in printed.getvalue().splitlines() if line.strip()]
     return {"compatible": compatible, "messages": lines}
