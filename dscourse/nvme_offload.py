@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import re
 import sys
 from pathlib import Path
 
@@ -32,7 +33,8 @@ def aio_op_report() -> dict:
     # has none: a Jupyter kernel's stderr is a stream without one, so the probe gets the process's own stderr
     with contextlib.redirect_stdout(printed), contextlib.redirect_stderr(sys.__stderr__ or sys.stderr):
         compatible = bool(builder.is_compatible(verbose=True))
-    lines = [line.split("] ", 1)[-1].strip() for line in printed.getvalue().splitlines() if line.strip()]
+    plain = re.sub(r"\x1b\[[0-9;]*m", "", printed.getvalue())  # DeepSpeed colours its [WARNING] tag
+    lines = [line.split("] ", 1)[-1].strip() for line in plain.splitlines() if line.strip()]
     return {"compatible": compatible, "messages": lines}
 
 

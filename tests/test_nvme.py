@@ -66,3 +66,12 @@ def test_deepspeed_can_build_its_async_io_op_here():
     """The README and .ci/run install libaio's headers; without them notebook 07's cell stops with DeepSpeed's words."""
     report = aio_op_report()
     assert report["compatible"], "\n".join([*report["messages"], AIO_PACKAGE_HINT])
+
+
+def test_without_libaio_the_report_is_deepspeeds_own_words(monkeypatch):
+    """A link that cannot succeed stands in for a machine without libaio: DeepSpeed's probe links with $LDFLAGS."""
+    monkeypatch.setenv("LDFLAGS", "-Wl,--dscourse-no-such-linker-option")
+    report = aio_op_report()
+    assert not report["compatible"]
+    assert report["messages"][0].startswith("async_io requires the dev libaio .so object and headers")
+    assert not any("\x1b" in line for line in report["messages"])
