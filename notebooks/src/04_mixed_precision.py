@@ -394,7 +394,7 @@ glue("atmin_step_power8", outcome[("beyond fp16", "fp16, initial_scale_power 8")
 glue("diverged_bf16_skipped", len(outcome[("diverged", "bf16")].skipped))
 
 # %%
-from dscourse.precision import scale_figure
+from dscourse.plots import scale_figure
 
 show(scale_figure(outcome[("grads grow", "fp16, min_loss_scale 64")], grad_scenario("grads grow"),
                   title="梯度变大、min_loss_scale 64：scale 降不到 64 以下，于是抛出异常", name="atmin-trace"))
