@@ -309,7 +309,7 @@ measured = swap_totals(files, rank=0)
 predicted = swap_bytes(param_tensors(SHAPES[NVME_SHAPE]), ranks=2)
 print(f"\nrank 0 on disk: {measured}\nswap_bytes():   {predicted}")
 assert measured == predicted == swap_totals(files, rank=1)
-glue("nvme_min_aio", format_bytes(MIN_AIO_BYTES))
+glue("nvme_min_aio", f"{MIN_AIO_BYTES // 2 ** 20} MiB")  # 1024 ** 2 bytes
 
 # %% [markdown]
 # - 优化器状态：fp32 主权重、`exp_avg`、`exp_avg_sq` 各一个文件，都是这个 rank 的整段分区（约 $\Psi/N$ 个元素 × 4 字节），
