@@ -13,6 +13,14 @@ from .memory.peak import Lora, bar
 from .plots import stacked_memory_bar
 
 FREE = "自定义 (free size)"
+# The model's field names (in FormulaError messages) as the calculator's controls are labelled
+LABELS = {"stage": "“ZeRO stage”", "gpus": "GPU 总数（每节点 GPU × 节点数）", "gpus_per_node": "“每节点 GPU”",
+          "largest_layer": "最大层的参数量", "offload_optimizer": "“offload 优化器”", "offload_param": "“offload 参数”",
+          "formula": "“公式”", "seq": "“序列长度”", "micro_batch": "“micro-batch”"}
+
+
+def _say(e: Exception) -> str:
+    return e.worded(LABELS) if isinstance(e, FormulaError) else str(e)
 
 
 class _Controls:
@@ -98,7 +106,7 @@ class MemoryCalculator(_Controls):
         except (FormulaError, ValueError) as e:
             self.result = e
             self.peak = None
-            self.summary.value = f'<p style="color:#b00020">⚠ {html.escape(str(e))}</p>'
+            self.summary.value = f'<p style="color:#b00020">⚠ {html.escape(_say(e))}</p>'
             self.chart.outputs = ()
             return
         arch = PRESETS.get(self.preset.value)
@@ -203,7 +211,7 @@ class PlanWidget(_Controls):
             self.result = run_plan([*self.argv(), "--json"])
         except FormulaError as e:
             self.result = e
-            self.summary.value = f'<p style="color:#b00020">⚠ {html.escape(str(e))}</p>'
+            self.summary.value = f'<p style="color:#b00020">⚠ {html.escape(_say(e))}</p>'
             return
         r = self.result
         head = "".join(f"<th>{h}</th>" for h in ("#", "方案", "micro-batch", "梯度累积", "激活检查点", "峰值/GPU",
@@ -347,7 +355,7 @@ class LossScaleExplorer(_Controls):
             self.result = simulate_loss_scale(history, self.precision.value, **self.fp16_keys())
         except ValueError as e:  # DeepSpeed's config model rejected the keys
             self.result = e
-            self.summary.value = f'<p style="color:#b00020">⚠ {html.escape(str(e))}</p>'
+            self.summary.value = f'<p style="color:#b00020">⚠ {html.escape(_say(e))}</p>'
             self.chart.outputs = ()
             return
         trace = self.result

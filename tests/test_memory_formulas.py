@@ -76,7 +76,7 @@ def test_accelerate_family_equals_accelerates_training_estimate(params):
 
 @pytest.mark.parametrize("setup, formula, message", [
     (Setup(params=10**9, stage=1), "deepspeed", "ZeRO-2 and ZeRO-3 only"),
-    (Setup(params=10**9, stage=3), "deepspeed", "--largest-layer"),
+    (Setup(params=10**9, stage=3), "deepspeed", "`largest_layer`"),  # the CLI says --largest-layer (test_memory_cli)
     (Setup(params=10**9, stage=3, largest_layer=10, offload_param="cpu"), "deepspeed", "no case"),
     (Setup(params=10**9, stage=2), "accelerate", "knows nothing of ZeRO"),
     (Setup(params=10**9), "nonsense", "unknown formula"),
@@ -178,3 +178,32 @@ def test_activation_estimate_within_5_percent_of_the_measured_forward_pass():
         arch = SHAPES[rec["shape"]]
         formula = activation_bytes(arch, arch.seq, rec["micro_batch"])
         assert abs(formula - rec["cuda_forward_activations"]) < 0.05 * rec["cuda_forward_activations"], rec["shape"]
+
+
+def test_model_errors_speak_field_names_and_each_front_end_its_own_words():
+    """A FormulaError names inputs by field (`stage`); the CLI says --stage, the widget its control's label. No message
+    raised below the CLI spells a flag (a widget reader never types one)."""
+    import ast
+    from pathlib import Path
+
+    from dscourse.memory import FormulaError, Setup
+    from dscourse.memory.cli import FLAGS
+    from dscourse.widgets import LABELS
+
+    with pytest.raises(FormulaError) as e:
+        Setup(params=10, stage=2, offload_param="cpu")
+    assert "`stage`" in str(e.value)
+    assert "--stage" in e.value.worded(FLAGS) and "“ZeRO stage”" in e.value.worded(LABELS)
+    assert "`" not in e.value.worded({})
+    root = Path(__file__).resolve().parents[1] / "dscourse" / "memory"
+    flags = []
+    for path in root.glob("*.py"):
+        if path.name == "cli.py":
+            continue
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.Call) and getattr(node.func, "id", None) == "FormulaError":
+                text = "".join(c.value for arg in node.args for c in ast.walk(arg)
+                               if isinstance(c, ast.Constant) and isinstance(c.value, str))
+                if " --" in f" {text}" or "(--" in text:
+                    flags.append((path.name, node.lineno, text[:60]))
+    assert flags == []

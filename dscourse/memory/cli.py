@@ -24,6 +24,14 @@ from .shapes import PRESETS, Arch
 from .sizes import format_bytes, parse_bytes, parse_count
 
 PROG = "python -m dscourse.memory"
+# The model's field names (in FormulaError messages) as this command line spells them
+FLAGS = {"stage": "--stage", "gpus": "--gpus", "gpus_per_node": "--gpus-per-node", "largest_layer": "--largest-layer",
+         "offload_optimizer": "--offload-optimizer", "offload_param": "--offload-param", "formula": "--formula",
+         "seq": "--seq", "micro_batch": "--micro-batch", "grad_accum": "--grad-accum"}
+
+
+def _say(e: Exception) -> str:
+    return e.worded(FLAGS) if isinstance(e, FormulaError) else str(e)
 
 
 
@@ -135,7 +143,7 @@ def run(argv=None) -> dict | str:
                 result["cpu_bytes"] = step.cpu_bytes
             result["activation_bytes"] = step.phases["forward"]["activations"]
         if args.formula is None:
-            result["all"] = {k: (v.as_dict() if not isinstance(v, FormulaError) else {"error": str(v)})
+            result["all"] = {k: (v.as_dict() if not isinstance(v, FormulaError) else {"error": _say(v)})
                              for k, v in estimate_all(setup).items()}
         return result
     results = {args.formula: estimate(setup, args.formula)} if args.formula else estimate_all(setup)
@@ -152,7 +160,7 @@ def table(setup: Setup, results: dict) -> str:
     rows, silent = [], []
     for name, est in results.items():
         if isinstance(est, FormulaError):
-            silent.append(f"{name}: no answer: {est}")
+            silent.append(f"{name}: no answer: {_say(est)}")
             continue
         rows.append([name, format_bytes(est.gpu_bytes), format_bytes(est.cpu_bytes),
                      *[format_bytes(est.gpu[c]) if c in est.gpu else "" for c in STATE_CATEGORIES]])
@@ -237,7 +245,7 @@ def main(argv=None) -> int:
     try:
         out = run_plan(argv[1:]) if argv[:1] == ["plan"] else run(argv)
     except (UsageError, FormulaError, ValueError) as e:  # FormulaError covers unreadable config files
-        print(f"{PROG}: error: {e}", file=sys.stderr)
+        print(f"{PROG}: error: {_say(e)}", file=sys.stderr)
         return 2
     print(json.dumps(out, indent=1) if isinstance(out, dict) else out)
     return 0

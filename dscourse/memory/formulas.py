@@ -20,6 +20,7 @@ Pure Python: no torch import, so the calculator, the CLI and the widget load ins
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 
 from .lora import lora_state_bytes
@@ -44,7 +45,14 @@ CUDA_WORKSPACE = 68_500_000
 
 
 class FormulaError(ValueError):
-    """The inputs make no sense, or the chosen family has no answer for them."""
+    """The inputs make no sense, or the chosen family has no answer for them.
+
+    The message names the inputs by their field names in backticks (`stage`, `largest_layer`), the words of the
+    model; each front end says them in its own (:meth:`worded`: the CLI's flags, the widget's labels)."""
+
+    def worded(self, names: dict[str, str]) -> str:
+        """The message with each `field` replaced by ``names[field]`` (left as the bare field name where absent)."""
+        return re.sub(r"`(\w+)`", lambda m: names.get(m.group(1), m.group(1)), str(self))
 
 
 @dataclass(frozen=True)
@@ -73,7 +81,7 @@ class Setup:
             whole("gpus per node", self.gpus_per_node, 1)
             if self.gpus > self.gpus_per_node and self.gpus % self.gpus_per_node:
                 raise FormulaError(f"{self.gpus} GPUs do not fill whole nodes of {self.gpus_per_node}: "
-                                   "make --gpus a multiple of --gpus-per-node")
+                                   "make `gpus` a multiple of `gpus_per_node`")
         if self.stage not in (0, 1, 2, 3) or isinstance(self.stage, bool):
             raise FormulaError(f"ZeRO stage must be 0, 1, 2 or 3, not {self.stage!r}")
         for name in ("offload_optimizer", "offload_param"):
@@ -81,7 +89,7 @@ class Setup:
                 raise FormulaError(f"{name.replace('_', ' ')} must be 'none' or 'cpu', not {getattr(self, name)!r}")
         if self.offload_param != "none" and self.stage != 3:
             raise FormulaError(f"parameter offload needs ZeRO stage 3 (stage {self.stage} keeps every parameter "
-                               "on every GPU; DeepSpeed ignores offload_param there): use --stage 3")
+                               "on every GPU; DeepSpeed ignores offload_param there): set `stage` to 3")
         if self.offload_optimizer != "none" and self.stage == 0:
             raise FormulaError("optimizer offload needs ZeRO stage 1, 2 or 3: stage 0 is plain data parallelism")
         if self.largest_layer is not None:
@@ -204,11 +212,11 @@ def deepspeed(s: Setup) -> Estimate:
                  " host RAM × 1.5 'additional buffer factor'"]
     elif s.stage == 3:
         if s.largest_layer is None:
-            raise FormulaError("--formula deepspeed at stage 3 needs --largest-layer (the parameter count of the "
+            raise FormulaError("`formula` deepspeed at stage 3 needs `largest_layer` (the parameter count of the "
                                "largest layer, e.g. vocab × hidden for the embedding)")
         if s.offload_param == "cpu" and s.offload_optimizer != "cpu":
             raise FormulaError("DeepSpeed's ZeRO-3 estimator has no case for parameter offload without optimizer "
-                               "offload: add --offload-optimizer cpu or pick another formula")
+                               "offload: set `offload_optimizer` to cpu or pick another `formula`")
         nodes_factor = 1 / s.nodes
         largest = 4 * s.largest_layer
         if s.offload_optimizer == "cpu":
@@ -229,7 +237,7 @@ def deepspeed(s: Setup) -> Estimate:
                  "buffer; host RAM × 1.5 'additional buffer factor'"]
     else:
         raise FormulaError(f"DeepSpeed has estimators for ZeRO-2 and ZeRO-3 only, not stage {s.stage}: "
-                           "use --stage 2 or 3, or another formula")
+                           "set `stage` to 2 or 3, or pick another `formula`")
     return Estimate("deepspeed", s, gpu, {"host": cpu_mem}, notes, gpu_total=int(gpu_mem), cpu_total=int(cpu_mem))
 
 
@@ -237,7 +245,7 @@ def accelerate(s: Setup) -> Estimate:
     """``accelerate estimate-memory``: bf16/fp16 mixed precision, one device, the largest term only."""
     if s.stage != 0 or s.offload_optimizer != "none":
         raise FormulaError("accelerate estimate-memory knows nothing of ZeRO or offload: it answers for one "
-                           "device holding everything (--stage 0)")
+                           "device holding everything (`stage` 0)")
     fp32 = 4 * s.params
     terms = {"model": fp32, "gradients": fp32 + fp32 // 2, "optimizer": 2 * fp32, "step": 2 * fp32}
     biggest = max(terms, key=terms.get)

@@ -330,7 +330,7 @@ def peak(setup: Setup, arch: Arch, micro_batch: int, seq: int, checkpointing: bo
         raise FormulaError(f"the setup's {setup.params:,} parameters are not the model's {expected:,}"
                            f"{' with its LoRA adapters' if lora else ''}: build it with arch_setup()")
     if seq > arch.positions and arch.family == "gpt2":
-        raise FormulaError(f"{arch.name} has {arch.positions} positions: --seq {seq} is longer")
+        raise FormulaError(f"{arch.name} has {arch.positions} positions: `seq` {seq} is longer")
     states = estimate(setup, "allocated")
     s, n = setup, setup.gpus
     psi = setup.trainable or setup.params  # what has gradients and optimizer state
