@@ -144,9 +144,10 @@ def worker(spec: dict) -> int:
     if spec.get("lora"):  # PEFT's LoRA on the attention's q and v projections; the base frozen
         from peft import LoraConfig, get_peft_model
 
-        targets = ["c_attn"] if arch.family == "gpt2" else ["q_proj", "v_proj"]
+        from dscourse.memory.lora import peft_targets
+
         model = get_peft_model(model, LoraConfig(r=spec["lora"], lora_alpha=2 * spec["lora"], lora_dropout=0.0,
-                                                 target_modules=targets))
+                                                 target_modules=peft_targets(arch.family)))
         base["trainable_params"] = sum(p.numel() for p in model.parameters() if p.requires_grad)
     gas = spec.get("grad_accum", 1)
     swap = Path(spec["swap_dir"]) if "nvme" in (oo, op) else None
@@ -214,8 +215,10 @@ def worker(spec: dict) -> int:
                     steps_done += 1
                 point["steps"] = steps
                 if swap:  # ZeRO-Infinity's swap files while the engine holds them
-                    point["swap_bytes"] = sum(f.stat().st_size for f in swap.rglob("*") if f.is_file())
-                    point["swap_files"] = sum(1 for f in swap.rglob("*") if f.is_file())
+                    from dscourse.scripts import dir_bytes
+
+                    files = dir_bytes(swap)
+                    point["swap_bytes"], point["swap_files"] = sum(files.values()), len(files)
                 if cuda:
                     stats = torch.cuda.memory_stats()
                     point["alloc_retries"], point["ooms"] = stats.get("num_alloc_retries"), stats.get("num_ooms")

@@ -12,11 +12,12 @@ from __future__ import annotations
 
 import contextlib
 import io
+import json
 import re
 import sys
 from pathlib import Path
 
-from .integration import write_config
+from .config import build_config
 from .launch import run_ranks
 
 AIO_PACKAGE_HINT = "DeepSpeed's async_io op needs libaio: install it with `apt-get install libaio-dev`"
@@ -44,13 +45,15 @@ def swap_config(path: Path, device: str, swap_dir: Path, world_size: int, larges
     For NVMe the parameter swapper's buffers are sized to the model (``buffer_size`` must hold the largest parameter;
     DeepSpeed's default of 1e8 elements × 5 buffers pins 1 GB per rank, more than a small model needs) and
     ``max_in_cpu`` is 0 so that every offloaded parameter really goes to disk."""
-    extra = {"stage3_param_persistence_threshold": 0}  # partition (and so swap) every parameter
+    cfg = build_config(3, micro_batch=2, world_size=world_size, offload_optimizer=device, offload_param=device,
+                       nvme_path=str(swap_dir) if device == "nvme" else None,
+                       extra_zero={"stage3_param_persistence_threshold": 0})  # partition (and so swap) every parameter
     if device == "nvme":
         # a buffer per parameter: the params fetched for a forward or backward must fit in the pool at once
-        extra["offload_param"] = {"device": "nvme", "nvme_path": str(swap_dir), "pin_memory": False,
-                                  "buffer_count": 64, "buffer_size": largest_param, "max_in_cpu": 0}
-    return write_config(path, 3, world_size=world_size, offload_optimizer=device, offload_param=device,
-                        nvme_path=str(swap_dir) if device == "nvme" else None, extra_zero=extra)
+        cfg["zero_optimization"]["offload_param"].update(buffer_count=64, buffer_size=largest_param, max_in_cpu=0)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(cfg, indent=1))
+    return path
 
 
 def nvme_vs_cpu(workdir: str | Path, shape: str = "gpt2-small-cpu", ranks: int = 2, steps: int = 4, pool: int = 2,

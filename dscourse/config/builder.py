@@ -6,12 +6,13 @@ train with the same settings the book prints.
 
 from __future__ import annotations
 
+from ..memory.nvme import AIO_BLOCK_SIZE
 from .hf_fills import TRAINER_FILLS, TRAINER_FILLS_ZERO3
 
 OFFLOAD_DEVICES = ("none", "cpu", "nvme")
 # The "aio" section at DeepSpeed 0.19.8's defaults (runtime/swap_tensor/constants.py AIO_FORMAT), written out whenever
 # a config swaps to NVMe so that the book can explain every key of the config it runs.
-AIO_DEFAULTS = {"block_size": 1048576, "queue_depth": 8, "intra_op_parallelism": 1, "single_submit": False,
+AIO_DEFAULTS = {"block_size": AIO_BLOCK_SIZE, "queue_depth": 8, "intra_op_parallelism": 1, "single_submit": False,
                 "overlap_events": True, "use_gds": False}
 
 

@@ -24,6 +24,12 @@ TARGET_SETS = {"q_proj,v_proj": ("q_proj", "v_proj"),
                "all-linear": ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")}
 
 
+def peft_targets(family: str, targets: str = "q_proj,v_proj") -> list[str]:
+    """``LoraConfig(target_modules=...)`` for a model family: ``targets`` (a key of :data:`TARGET_SETS`), or GPT-2's
+    fused attention projection ``c_attn``, which holds q, k and v together."""
+    return ["c_attn"] if family == "gpt2" else list(TARGET_SETS[targets])
+
+
 def _linear_shapes(arch: Arch) -> dict:
     h, q, i = arch.hidden, arch.heads * arch.dim, arch.intermediate
     kv = (arch.kv_heads or arch.heads) * arch.dim

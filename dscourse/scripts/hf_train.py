@@ -70,8 +70,8 @@ def make_trainer(args, shape, world: int, wrap=None):
                               gradient_accumulation_steps=args.grad_accum, max_steps=args.steps,
                               learning_rate=args.lr, logging_steps=1, report_to=[], seed=args.seed,
                               disable_tqdm=True, **save)
-    # TrainingArguments(deepspeed=...) came first, so under ZeRO-3 the model is built already partitioned
-    # (transformers wraps model construction in deepspeed.zero.Init).
+    # build_model calls the model class itself, which transformers does not wrap in deepspeed.zero.Init (only
+    # from_pretrained and _from_config do): the model is built whole and the Trainer's engine partitions it.
     model = build_model(shape)
     return Trainer(model=wrap(model) if wrap else model, args=targs, train_dataset=Tokens())
 

@@ -20,8 +20,7 @@ from pathlib import Path
 
 from dscourse.scripts import deterministic, finish
 
-TARGETS = {"gpt2": ["c_attn"], "llama": ["q_proj", "v_proj"]}
-
+FAMILIES = ("gpt2", "llama")  # the model families whose LoRA targets peft_targets names
 
 def parse_args(argv=None):
     from dscourse.models import SHAPES, learning_rate
@@ -44,8 +43,8 @@ def parse_args(argv=None):
     args.lr = args.lr or learning_rate(args.shape)
     if args.lora_rank < 0 or args.steps < 1:
         p.error(f"--lora-rank must be 0 or more and --steps at least 1, not {args.lora_rank} and {args.steps}")
-    if SHAPES[args.shape].family not in TARGETS:
-        p.error(f"--shape {args.shape}: LoRA targets are known for {', '.join(TARGETS)} models only")
+    if SHAPES[args.shape].family not in FAMILIES:
+        p.error(f"--shape {args.shape}: LoRA targets are known for {', '.join(FAMILIES)} models only")
     if args.save_adapter and not args.lora_rank:
         p.error("--save-adapter saves a LoRA adapter: give --lora-rank 1 or more")
     return args
@@ -66,6 +65,7 @@ def main(argv=None) -> int:
     import torch
 
     from dscourse.accounting import count_engine_bytes
+    from dscourse.memory.lora import peft_targets
     from dscourse.models import SHAPES, build_model
     from dscourse.scripts.hf_train import make_trainer, progress_callback
 
@@ -79,7 +79,7 @@ def main(argv=None) -> int:
         except ImportError:
             raise SystemExit("dscourse.scripts.lora_train needs PEFT: pip install peft==0.21.2") from None
         return get_peft_model(model, LoraConfig(r=args.lora_rank, lora_alpha=2 * args.lora_rank, lora_dropout=0.0,
-                                                target_modules=TARGETS[shape.family], init_lora_weights=True))
+                                                target_modules=peft_targets(shape.family), init_lora_weights=True))
 
     # hf_train's Trainer (TrainingArguments(deepspeed=...) first, then the model), the LoRA wrap in between
     trainer = make_trainer(args, shape, world, wrap=add_lora if args.lora_rank else None)
